@@ -1,0 +1,1 @@
+"""fedtune's trust plane: attestation evidence, verifiers, release policies and the sandbox."""
