@@ -5,3 +5,16 @@ from __future__ import annotations
 
 class EnclaveError(Exception):
     """Base of every error the enclave package raises."""
+
+
+class AttestationError(EnclaveError):
+    """Evidence could not be produced, parsed or verified."""
+
+
+class MalformedEvidence(AttestationError):
+    """Evidence bytes do not parse; ``field`` names the part that is wrong."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"malformed evidence at {field}: {reason}")
