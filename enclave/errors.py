@@ -18,3 +18,11 @@ class MalformedEvidence(AttestationError):
         self.field = field
         self.reason = reason
         super().__init__(f"malformed evidence at {field}: {reason}")
+
+
+class EvidenceUnavailable(AttestationError):
+    """A provider could not produce evidence (no TEE interface, or it kept changing under us)."""
+
+
+class PolicyError(EnclaveError):
+    """A release policy is malformed, unsigned, or signed by someone not trusted to issue it."""

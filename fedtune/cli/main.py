@@ -22,7 +22,9 @@ app = typer.Typer(
 
 # (command name, module holding a typer.Typer named ``app``). Each area owns its module;
 # heavy imports (torch, transformers, flwr) stay inside command functions so --help is fast.
-SUBCOMMANDS: list[tuple[str, str]] = []
+SUBCOMMANDS: list[tuple[str, str]] = [
+    ("attest", "fedtune.cli.attest"),
+]
 
 # (command name, module, function) for single commands at the top level.
 COMMANDS: list[tuple[str, str, str]] = [
