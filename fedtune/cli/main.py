@@ -24,6 +24,7 @@ app = typer.Typer(
 # heavy imports (torch, transformers, flwr) stay inside command functions so --help is fast.
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("attest", "fedtune.cli.attest"),
+    ("provider", "fedtune.cli.provider"),
 ]
 
 # (command name, module, function) for single commands at the top level.
