@@ -25,6 +25,7 @@ app = typer.Typer(
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("attest", "fedtune.cli.attest"),
     ("provider", "fedtune.cli.provider"),
+    ("audit", "fedtune.cli.audit"),
 ]
 
 # (command name, module, function) for single commands at the top level.
