@@ -25,12 +25,15 @@ app = typer.Typer(
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("attest", "fedtune.cli.attest"),
     ("provider", "fedtune.cli.provider"),
+    ("orchestrator", "fedtune.cli.orchestrator"),
+    ("session", "fedtune.cli.session"),
     ("audit", "fedtune.cli.audit"),
 ]
 
 # (command name, module, function) for single commands at the top level.
 COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "fedtune.cli.demo", "demo"),
+    ("enrol", "fedtune.cli.enrol", "enrol"),
 ]
 
 for _name, _module in SUBCOMMANDS:

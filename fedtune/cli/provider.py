@@ -225,3 +225,6 @@ def identity_command(
         identity.public.save(export_public)
         _out().print(f"public key written to {export_public}")
 
+
+# The orchestrator-side commands (upload, policy set) register themselves on this app.
+from fedtune.cli import provider_upload as _provider_upload  # noqa: E402, F401

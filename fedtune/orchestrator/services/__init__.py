@@ -1,0 +1,1 @@
+"""Thin gRPC servicers: each RPC converts messages and delegates to a domain service."""
