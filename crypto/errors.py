@@ -468,6 +468,14 @@ class SecretVerificationError(RoundFailedError):
         )
 
 
+class ClientStateError(SecAggError):
+    """An exported secure-aggregation client state cannot be restored (malformed or foreign)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"secure-aggregation client state refused: {reason}")
+
+
 class CkksError(CryptoError):
     """A CKKS context or packed ciphertext cannot be used."""
 
