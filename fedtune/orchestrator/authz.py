@@ -67,13 +67,14 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/fedtune.v1.Sessions/GetSession": frozenset({_P, _D, _O}),
     "/fedtune.v1.Sessions/ListSessions": frozenset({_P, _D, _O}),
     "/fedtune.v1.Sessions/WatchSession": frozenset({_P, _D, _O}),
-    # Audit log (served here, implemented in fedtune.audit): auditors and the operator read;
-    # appends come from the orchestrator's own services in-process, never over the wire.
+    # Audit log (served here, implemented in fedtune.audit): every party reads it, since each
+    # must be able to verify the record on its own (DESIGN promise 5); appends come from the
+    # orchestrator's own services in-process, never over the wire.
     "/fedtune.v1.AuditLog/Append": INTERNAL,
-    "/fedtune.v1.AuditLog/GetCheckpoint": frozenset({_A, _O}),
-    "/fedtune.v1.AuditLog/GetEntries": frozenset({_A, _O}),
-    "/fedtune.v1.AuditLog/GetInclusionProof": frozenset({_A, _O}),
-    "/fedtune.v1.AuditLog/GetConsistencyProof": frozenset({_A, _O}),
+    "/fedtune.v1.AuditLog/GetCheckpoint": frozenset({_P, _D, _O, _A}),
+    "/fedtune.v1.AuditLog/GetEntries": frozenset({_P, _D, _O, _A}),
+    "/fedtune.v1.AuditLog/GetInclusionProof": frozenset({_P, _D, _O, _A}),
+    "/fedtune.v1.AuditLog/GetConsistencyProof": frozenset({_P, _D, _O, _A}),
 }
 
 # Methods served on the enrolment port (server-only TLS); nothing else is served there.

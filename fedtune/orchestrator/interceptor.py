@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 
 from fedtune.orchestrator import audit_hook, pki
 from fedtune.orchestrator.audit_hook import AuditHook
@@ -58,7 +59,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self._repository = repository
         self._audit = audit
         self._enrolment_port = enrolment_port
-        self._known_serials: set[int] = set()
+        # Certificates already matched against the issued ones, keyed by everything the match
+        # covers: a serial alone would let a certificate re-signed with another identity or role
+        # under a seen serial skip the check.
+        self._known: set[tuple[int, str, str]] = set()
 
     def intercept_service(
         self,
@@ -67,10 +71,55 @@ class AuthInterceptor(grpc.ServerInterceptor):
     ) -> grpc.RpcMethodHandler | None:
         """Wrap the method's handler so the checks run in the RPC's own thread, with its context."""
         handler = continuation(handler_call_details)
-        if handler is None:
-            return None
         method = handler_call_details.method
+        if handler is None:
+            # An RPC of ours that the other port serves is refused here with a message that says
+            # where to call it, and audited; a name no proto declares gets gRPC's own answer.
+            return self._not_served(method)
         return _wrap_handler(handler, functools.partial(self._guard, method))
+
+    def _not_served(self, method: str) -> grpc.RpcMethodHandler | None:
+        """A handler refusing (UNIMPLEMENTED, audited) an RPC of ours this port does not serve."""
+        shape = _method_shape(method) if allowed_roles(method) is not None else None
+        if shape is None:
+            return None
+        short = method.rsplit("/", 1)[-1]
+        if self._enrolment_port:
+            reason = (
+                f"{short} is not served on the enrolment port: call it on the mutual-TLS API "
+                "port with the client certificate 'fedtune enrol' gave you"
+            )
+        elif method in ENROLMENT_METHODS:
+            reason = f"{short} is served only on the enrolment port, not on the mutual-TLS API port"
+        else:
+            reason = f"{short} is not served by this server"
+
+        def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+            principal = _optional_principal(context)
+            try:
+                self._audit.record(
+                    audit_hook.event(
+                        "refusal",
+                        principal,
+                        short,
+                        method,
+                        outcome=audit_hook.REFUSED,
+                        reason=reason,
+                        details={"code": grpc.StatusCode.UNIMPLEMENTED.name, "error": "NotServed"},
+                    )
+                )
+            except Exception:  # the refusal still goes out; the failure to audit is logged loudly
+                log.exception("could not audit the refusal of %s", method)
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, reason)
+
+        client_streaming, server_streaming = shape
+        make = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(client_streaming, server_streaming)]
+        return make(refuse)
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -85,7 +134,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if method in ENROLMENT_METHODS:
             return None
         principal = caller(context)
-        if self._repository is not None and principal.serial not in self._known_serials:
+        seen = (principal.serial, principal.fingerprint, principal.role.value)
+        if self._repository is not None and seen not in self._known:
             issued = self._repository.get_certificate(principal.serial)
             if (
                 issued is None
@@ -97,7 +147,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 raise Unauthenticated(
                     f"the client certificate was revoked at {issued.revoked_at.isoformat()}"
                 )
-            self._known_serials.add(principal.serial)
+            self._known.add(seen)
         if principal.role not in roles:
             allowed = ", ".join(sorted(r.value for r in roles)) or "no remote caller"
             raise PermissionDenied(
@@ -174,6 +224,20 @@ class AuthInterceptor(grpc.ServerInterceptor):
             yield from responses
         except Exception as exc:
             self._refuse(method, exc, principal, context)
+
+
+@functools.lru_cache(maxsize=256)
+def _method_shape(method: str) -> tuple[bool, bool] | None:
+    # (client streaming, server streaming) of "/package.Service/Method", from the descriptors
+    # the generated stubs registered; None when no imported proto declares it.
+    service, _, name = method.lstrip("/").rpartition("/")
+    try:
+        found = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(name)
+    except KeyError:
+        return None
+    if found is None:
+        return None
+    return found.client_streaming, found.server_streaming
 
 
 def _aborted(context: grpc.ServicerContext) -> bool:

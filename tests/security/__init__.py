@@ -1,0 +1,1 @@
+"""Security tests: the authorisation matrix, and replay and downgrade refusals."""
