@@ -28,6 +28,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("orchestrator", "fedtune.cli.orchestrator"),
     ("session", "fedtune.cli.session"),
     ("audit", "fedtune.cli.audit"),
+    ("sandbox", "fedtune.cli.sandbox"),
 ]
 
 # (command name, module, function) for single commands at the top level.

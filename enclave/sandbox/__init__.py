@@ -1,0 +1,108 @@
+"""The sandbox: an isolated runtime process, the only place plaintext weights and updates live."""
+
+from enclave.sandbox.errors import (
+    AdapterSourceError,
+    ConfigurationLocked,
+    DataPathError,
+    ExportRefused,
+    HardeningFailed,
+    InvalidRequest,
+    KeyMismatch,
+    ModelStreamError,
+    RoundError,
+    SandboxError,
+    SandboxLaunchError,
+    TermsError,
+    TermsSignatureError,
+    UntrustedManifest,
+    WeakIsolationRefused,
+    WrongPhase,
+)
+from enclave.sandbox.isolation import (
+    PLAIN_PROCESS_WARNING,
+    SIMULATED_TEE_WARNING,
+    IsolationMode,
+    IsolationReport,
+)
+from enclave.sandbox.keys import SecretKind
+from enclave.sandbox.launcher import (
+    SandboxHandle,
+    SandboxLauncher,
+    bubblewrap_problem,
+    launch_sandbox,
+)
+from enclave.sandbox.measure import MeasurementInfo, checkout_roots, measure
+from enclave.sandbox.model_loading import ModelSummary
+from enclave.sandbox.state import Phase
+from enclave.sandbox.terms import (
+    PartySignature,
+    SandboxDp,
+    SandboxLora,
+    SandboxTerms,
+    SessionTermsView,
+    SignedSessionTerms,
+    derive_sandbox_terms,
+    parse_session_terms,
+    parse_terms,
+    session_seed,
+    verify_session_terms,
+)
+from enclave.sandbox.training import (
+    AdapterSource,
+    CkksAggregates,
+    InitialAdapter,
+    PlainAdapter,
+    PlainDelta,
+)
+from enclave.sandbox.verdict import isolation_check, with_isolation
+
+__all__ = [
+    "PLAIN_PROCESS_WARNING",
+    "SIMULATED_TEE_WARNING",
+    "AdapterSource",
+    "AdapterSourceError",
+    "CkksAggregates",
+    "ConfigurationLocked",
+    "DataPathError",
+    "ExportRefused",
+    "HardeningFailed",
+    "InitialAdapter",
+    "InvalidRequest",
+    "IsolationMode",
+    "IsolationReport",
+    "KeyMismatch",
+    "MeasurementInfo",
+    "ModelStreamError",
+    "ModelSummary",
+    "PartySignature",
+    "Phase",
+    "PlainAdapter",
+    "PlainDelta",
+    "RoundError",
+    "SandboxDp",
+    "SandboxError",
+    "SandboxHandle",
+    "SandboxLaunchError",
+    "SandboxLauncher",
+    "SandboxLora",
+    "SandboxTerms",
+    "SecretKind",
+    "SessionTermsView",
+    "SignedSessionTerms",
+    "TermsError",
+    "TermsSignatureError",
+    "UntrustedManifest",
+    "WeakIsolationRefused",
+    "WrongPhase",
+    "bubblewrap_problem",
+    "checkout_roots",
+    "derive_sandbox_terms",
+    "isolation_check",
+    "launch_sandbox",
+    "measure",
+    "parse_session_terms",
+    "parse_terms",
+    "session_seed",
+    "verify_session_terms",
+    "with_isolation",
+]
