@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from secagg_harness import SESSION, STAGES, Round
 
 from crypto.errors import ClientStateError, SecAggMessageError, StageOrderError
 from crypto.secagg import ClientStage, SecAggClient
+
+from .secagg_harness import SESSION, STAGES, Round
 
 
 def _restore_all(rnd: Round) -> None:

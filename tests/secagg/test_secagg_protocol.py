@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from secagg_harness import SESSION, Round
 
 from crypto.errors import (
     MessageBindingError,
@@ -35,6 +34,8 @@ from crypto.secagg.messages import (
     UnmaskResponse,
 )
 from crypto.shamir import PRIME, Share
+
+from .secagg_harness import SESSION, Round
 
 
 def _assert_matches_plaintext(rnd: Round, result, contributors) -> None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from secagg_harness import SESSION, Round
 
 from crypto.hazmat.masks import mask_stream, pairwise_mask_key, self_mask_key
 from crypto.secagg import NeighbourGraph
 from crypto.secagg.keys import KeyPair, agree
 from crypto.secagg.messages import Binding, MaskedVector, SetupResponse, UnmaskResponse
 from crypto.shamir import combine
+
+from .secagg_harness import SESSION, Round
 
 ALPHA = 1e-9
 M = (1 << 18) - 1  # words per vector (plus the weight word)

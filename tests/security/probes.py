@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from orchestrator.conftest import data_key_of, terms_for
 
 from crypto.hpke import RecipientPrivateKey, wrap_key
 from crypto.identity import Identity
@@ -31,6 +30,7 @@ from fedtune.orchestrator.broker import REGISTRATION_SESSION, model_id
 from fedtune.orchestrator.enrolment import SIGNING_CONTEXT as ENROL_CONTEXT
 from fedtune.orchestrator.enrolment import EnrolmentRequest, create_token
 from fedtune.orchestrator.terms import SIGNING_CONTEXT as TERMS_CONTEXT
+from tests.orchestrator.conftest import data_key_of, terms_for
 
 from .matrix import RpcShape
 from .world import CHUNK, MODEL, S_CREATED, S_OPEN, S_READY, S_RUN, S_RUN2, Caller, World

@@ -17,7 +17,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from orchestrator.conftest import data_key_of
 
 from crypto.hpke import RecipientPrivateKey
 from crypto.identity import Identity
@@ -42,6 +41,7 @@ from fedtune.orchestrator.deployment import read_private
 from fedtune.orchestrator.enrolment import SIGNING_CONTEXT as ENROL_CONTEXT
 from fedtune.orchestrator.enrolment import EnrolmentRequest, create_token, token_digest
 from fedtune.orchestrator.errors import RemoteError
+from tests.orchestrator.conftest import data_key_of
 
 from .world import (
     MODEL,

@@ -10,16 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from orchestrator.conftest import (
-    Deployment,
-    Parties,
-    Party,
-    audit_events,
-    data_key_of,
-    seal_model,
-    start_server,
-    terms_for,
-)
 
 from crypto.identity import Identity
 from crypto.manifest import SignedManifest, sign_manifest
@@ -32,6 +22,16 @@ from fedtune.orchestrator.client.api import mtls_channel
 from fedtune.orchestrator.deployment import init_deployment
 from fedtune.orchestrator.server import OrchestratorServer
 from fedtune.provider.seal import SealedArtifact
+from tests.orchestrator.conftest import (
+    Deployment,
+    Parties,
+    Party,
+    audit_events,
+    data_key_of,
+    seal_model,
+    start_server,
+    terms_for,
+)
 
 MODEL = "acme/base"
 RIVAL_MODEL = "rival/base"

@@ -5,15 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from snp_helpers import (
-    DATA,
-    GSG_MEASUREMENT,
-    NOW,
-    VIRTEE_MEASUREMENT,
-    VIRTEE_REPORT_DATA,
-    gsg_evidence,
-    virtee_evidence,
-)
 
 from crypto.identity import Identity
 from enclave.attest import verify
@@ -23,6 +14,16 @@ from enclave.attest.policy import AllowedMeasurement, ReleasePolicy, SignedRelea
 from enclave.attest.simulated import SIMULATED_WARNING, SimulatedTee
 from enclave.attest.tdx import parse_tdx_quote
 from enclave.attest.verdict import AttestationFailed, CheckStatus, Verdict
+
+from .snp_helpers import (
+    DATA,
+    GSG_MEASUREMENT,
+    NOW,
+    VIRTEE_MEASUREMENT,
+    VIRTEE_REPORT_DATA,
+    gsg_evidence,
+    virtee_evidence,
+)
 
 ISSUER = Identity.generate()
 SNP_TCB = {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115}  # virtee's VCEK

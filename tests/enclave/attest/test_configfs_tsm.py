@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from snp_helpers import NOW, StandInAmd, build_report, sign_report
 
 from enclave.attest import verify
 from enclave.attest.amd_certs import AmdProduct
@@ -31,6 +30,8 @@ from enclave.attest.snp_cert_table import (
     parse_cert_table,
 )
 from enclave.errors import EvidenceUnavailable, MalformedEvidence
+
+from .snp_helpers import NOW, StandInAmd, build_report, sign_report
 
 TCB = {"bootloader": 9, "tee": 0, "snp": 21, "microcode": 72}
 TDX_QUOTE = Path(__file__).resolve().parents[2] / "data/attestation/tdx/dcapqvl-quote-v4.bin"

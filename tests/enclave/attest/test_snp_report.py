@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from snp_helpers import DATA, GSG_MEASUREMENT, VIRTEE_MEASUREMENT, VIRTEE_REPORT_DATA
 
 from enclave.attest.amd_certs import AmdProduct, EndorsementKey, load_certificate
 from enclave.attest.snp import (
@@ -15,6 +14,8 @@ from enclave.attest.snp import (
     report_claims,
 )
 from enclave.errors import MalformedEvidence
+
+from .snp_helpers import DATA, GSG_MEASUREMENT, VIRTEE_MEASUREMENT, VIRTEE_REPORT_DATA
 
 
 def _vcek(name: str) -> EndorsementKey:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from snp_helpers import DATA, NOW, der_chain, gsg_evidence, virtee_evidence
 
 from enclave.attest import verify
 from enclave.attest.amd_certs import AmdProduct, ProductRoots, pinned_roots
@@ -15,6 +14,8 @@ from enclave.attest.evidence import Evidence, EvidenceKind
 from enclave.attest.snp import verify_snp
 from enclave.attest.verdict import CheckStatus
 from enclave.errors import MalformedEvidence
+
+from .snp_helpers import DATA, NOW, der_chain, gsg_evidence, virtee_evidence
 
 
 def _failed(evidence: Evidence, **kw) -> set[str]:

@@ -8,13 +8,14 @@ refuse all of it, which is tested too.
 from __future__ import annotations
 
 import pytest
-from snp_helpers import NOW, StandInAmd, build_report, sign_report
 
 from enclave.attest import verify
 from enclave.attest.amd_certs import AmdProduct
 from enclave.attest.evidence import Evidence, EvidenceKind
 from enclave.attest.snp import parse_report, verify_snp
 from enclave.attest.verdict import CheckStatus
+
+from .snp_helpers import NOW, StandInAmd, build_report, sign_report
 
 GENOA_TCB = {"bootloader": 9, "tee": 0, "snp": 21, "microcode": 72}
 TURIN_TCB = {"fmc": 1, "bootloader": 2, "tee": 3, "snp": 4, "microcode": 80}
