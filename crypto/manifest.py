@@ -49,7 +49,11 @@ _MAX_SAFETENSORS_HEADER = 100_000_000
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("created_at must carry a time zone (UTC)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # e.g. 0001-01-01T00:00+01:00: pydantic reports only ValueError as a validation error.
+        raise ValueError("created_at lies outside the years 1-9999 once converted to UTC") from None
 
 
 def _member(value: str) -> str:
@@ -272,7 +276,9 @@ def safetensors_index(header: bytes) -> tuple[TensorInfo, ...]:
         raise ManifestFormatError(f"safetensors header length {length} is out of range")
     try:
         table = json.loads(bytes(header[8 : 8 + length]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8, bad JSON and integers past Python's digit limit;
+        # RecursionError, nesting deeper than the decoder's stack.
         raise ManifestFormatError(f"safetensors header is not JSON ({exc})") from None
     if not isinstance(table, dict):
         raise ManifestFormatError("safetensors header is not a JSON object")

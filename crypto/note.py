@@ -72,16 +72,28 @@ _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 _DECIMAL = re.compile(r"(?:0|[1-9][0-9]*)")
 _KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
 _ROOT_HASH_SIZE = 32  # tlog-checkpoint: the RFC 6962 (SHA-256) Merkle tree root
+# A uint64 has at most 20 decimal digits; longer lines are refused before int() sees them.
+_MAX_UINT64_DIGITS = len(str(_MAX_UINT64))
+
+
+def _is_utf8(text: str) -> bool:
+    # A str can hold lone surrogates, which have no UTF-8 encoding and so no signed bytes.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def is_valid_key_name(name: str) -> bool:
-    """signed-note: a key name is non-empty, without Unicode spaces or ``+``."""
+    """signed-note: a key name is non-empty UTF-8, without Unicode spaces or ``+``."""
     return (
         isinstance(name, str)
         and name != ""
         and "+" not in name
         and not any(c.isspace() for c in name)
         and _CONTROL.search(name) is None
+        and _is_utf8(name)
     )
 
 
@@ -434,6 +446,8 @@ class Checkpoint:
             raise MalformedCheckpointError(
                 "tree size", f"{size_line[:40]!r} is not a decimal without leading zeros"
             )
+        if len(size_line) > _MAX_UINT64_DIGITS:
+            raise MalformedCheckpointError("tree size", "does not fit in 64 bits")
         size = int(size_line)
         if size > _MAX_UINT64:
             raise MalformedCheckpointError("tree size", "does not fit in 64 bits")

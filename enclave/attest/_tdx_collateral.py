@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from enclave.errors import MalformedEvidence
 
@@ -178,8 +179,15 @@ class TcbEvaluation:
 
 def parse_collateral(text: str) -> Collateral:
     """Parse collateral JSON text; MalformedEvidence names the part that is wrong."""
+    if not isinstance(text, str):
+        raise TypeError(f"collateral must be str, not {type(text).__name__}")
     if len(text) > MAX_COLLATERAL_CHARS:
         raise MalformedEvidence("collateral", f"{len(text)} characters exceed the bound")
+    try:
+        # Signed bodies are compared as UTF-8 bytes; a lone surrogate has no such bytes.
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MalformedEvidence("collateral", f"not UTF-8 text: {exc.reason}") from None
     raw = _raw_members(text, field="collateral")
     unknown = set(raw) - COLLATERAL_KEYS
     if unknown:
@@ -406,6 +414,11 @@ def _raw_members(text: str, *, field: str) -> dict[str, str]:
             raise MalformedEvidence(field, "trailing text after the JSON object")
     except json.JSONDecodeError as exc:
         raise MalformedEvidence(field, f"invalid JSON: {exc.msg} at {exc.pos}") from None
+    except ValueError as exc:
+        # An integer past Python's digit limit (int_max_str_digits) is no collateral value.
+        raise MalformedEvidence(field, f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedEvidence(field, "invalid JSON: nested too deeply") from None
     return members
 
 
@@ -457,14 +470,29 @@ def _optional_chain(values: dict[str, Any], key: str) -> tuple[x509.Certificate,
     return () if key not in values else _pem_chain(values[key], f"collateral.{key}")
 
 
+def readable_certificates(
+    certificates: Sequence[x509.Certificate], field: str
+) -> tuple[x509.Certificate, ...]:
+    """The certificates, once their names and public keys decode; else MalformedEvidence."""
+    # cryptography decodes the subject, issuer and key only when first asked; asking here
+    # refuses a malformed certificate at the parser instead of deep inside a check.
+    for index, certificate in enumerate(certificates):
+        try:
+            certificate.subject, certificate.issuer, certificate.public_key()
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            # TypeError: a name attribute of the wrong ASN.1 type for its OID.
+            raise MalformedEvidence(f"{field}[{index}]", f"unreadable certificate: {exc}") from None
+    return tuple(certificates)
+
+
 def _pem_chain(value: Any, field: str) -> tuple[x509.Certificate, ...]:
     if not isinstance(value, str):
         raise MalformedEvidence(field, "must be PEM text")
     try:
         certificates = x509.load_pem_x509_certificates(value.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as exc:
+    except (ValueError, UnicodeEncodeError, x509.InvalidVersion) as exc:
         raise MalformedEvidence(field, f"not a PEM certificate chain: {exc}") from None
-    return tuple(certificates)
+    return readable_certificates(certificates, field)
 
 
 def _crl(values: dict[str, Any], key: str) -> x509.CertificateRevocationList | None:
@@ -475,10 +503,15 @@ def _crl(values: dict[str, Any], key: str) -> x509.CertificateRevocationList | N
         raise MalformedEvidence(field, "must be hex-encoded DER or PEM text")
     try:
         if value.lstrip().startswith("-----BEGIN"):
-            return x509.load_pem_x509_crl(value.encode("ascii"))
-        return x509.load_der_x509_crl(_hex(value, field))
-    except (ValueError, UnicodeEncodeError) as exc:
+            crl = x509.load_pem_x509_crl(value.encode("ascii"))
+        else:
+            crl = x509.load_der_x509_crl(_hex(value, field))
+        crl.issuer  # noqa: B018 - decoded lazily; a malformed name is refused here
+    except (ValueError, TypeError, UnicodeEncodeError, x509.InvalidVersion) as exc:
+        # InvalidVersion (a version other than v1/v2) is no ValueError; TypeError comes from
+        # an issuer name attribute of the wrong ASN.1 type for its OID.
         raise MalformedEvidence(field, f"not a CRL: {exc}") from None
+    return crl
 
 
 def _parse_tcb_info(body: bytes) -> TcbInfo:
@@ -497,7 +530,9 @@ def _parse_tcb_info(body: bytes) -> TcbInfo:
         _module_identity(
             _object(item, f"{field}.tdxModuleIdentities[{i}]"), f"{field}.tdxModuleIdentities[{i}]"
         )
-        for i, item in enumerate(obj.get("tdxModuleIdentities", []))
+        for i, item in enumerate(
+            _get(obj, "tdxModuleIdentities", list, field) if "tdxModuleIdentities" in obj else []
+        )
     )
     levels = tuple(
         _tcb_level(_object(item, f"{field}.tcbLevels[{i}]"), f"{field}.tcbLevels[{i}]")

@@ -105,10 +105,18 @@ def load_certificates(data: bytes, *, field: str) -> list[x509.Certificate]:
         )
         try:
             if b"-----BEGIN CERTIFICATE-----" in data:
-                return x509.load_pem_x509_certificates(data)
-            return [x509.load_der_x509_certificate(data)]
-        except ValueError as exc:
+                certs = x509.load_pem_x509_certificates(data)
+            else:
+                certs = [x509.load_der_x509_certificate(data)]
+            for cert in certs:
+                # cryptography decodes names and the public key only when first asked; ask
+                # now, so a malformed one is refused here rather than deep inside a check.
+                cert.subject, cert.issuer, cert.public_key()
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+            # InvalidVersion (a version field other than v1/v3) is no ValueError, and a name
+            # attribute of the wrong ASN.1 type for its OID raises TypeError when decoded.
             raise MalformedEvidence(field, f"not a readable X.509 certificate ({exc})") from exc
+        return certs
 
 
 def common_name(cert: x509.Certificate) -> str:
@@ -331,7 +339,12 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> str | None:
         return (
             f"signed with {cert.signature_algorithm_oid.dotted_string}, AMD signs with RSASSA-PSS"
         )
-    if not isinstance(cert.signature_hash_algorithm, hashes.SHA384):
+    try:
+        hash_algorithm = cert.signature_hash_algorithm
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        # Malformed or unknown RSASSA-PSS parameters (decoded only when asked for).
+        return f"RSASSA-PSS parameters are unreadable ({exc})"
+    if not isinstance(hash_algorithm, hashes.SHA384):
         return "RSASSA-PSS signature does not use SHA-384"
     try:
         cert.verify_directly_issued_by(issuer)

@@ -101,7 +101,11 @@ class ReleasePolicy(CanonicalModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("times must carry a timezone")
-        return value.astimezone(UTC) if value is not None else None
+        try:
+            return value.astimezone(UTC) if value is not None else None
+        except OverflowError:
+            # pydantic turns only ValueError into a validation error.
+            raise ValueError("times must lie within the years 1-9999 in UTC") from None
 
     @field_validator("min_tcb")
     @classmethod

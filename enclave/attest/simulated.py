@@ -71,7 +71,11 @@ class SimulatedReport(CanonicalModel):
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("timestamp must carry a timezone")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            # pydantic turns only ValueError into a validation error.
+            raise ValueError("timestamp lies outside the years 1-9999 in UTC") from None
 
 
 class SignedSimulatedReport(CanonicalModel):

@@ -572,15 +572,17 @@ def _pck_certificates(quote: TdxQuote, given: list[bytes]) -> tuple[x509.Certifi
     pem = quote.qe_certification.pck_chain_pem
     if pem is not None:
         try:
-            return tuple(x509.load_pem_x509_certificates(pem))
-        except ValueError as exc:
+            embedded = x509.load_pem_x509_certificates(pem)
+        except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
             raise MalformedEvidence("quote.pck_chain", f"not a PEM chain: {exc}") from None
+        return pcs.readable_certificates(embedded, "quote.pck_chain")
     if not given:
         return None
     try:
-        return tuple(x509.load_der_x509_certificate(der) for der in given)
-    except ValueError as exc:
+        loaded = [x509.load_der_x509_certificate(der) for der in given]
+    except (ValueError, x509.InvalidVersion) as exc:
         raise MalformedEvidence("certificates", f"not a DER certificate: {exc}") from None
+    return pcs.readable_certificates(loaded, "certificates")
 
 
 def _unverified_leaf(quote: TdxQuote, given: list[bytes]) -> x509.Certificate | None:

@@ -145,7 +145,11 @@ class AuditEvent(CanonicalModel):
     def _utc(cls, value: dt.datetime) -> dt.datetime:
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("time must be timezone-aware (UTC)")
-        return value.astimezone(dt.UTC)
+        try:
+            return value.astimezone(dt.UTC)
+        except OverflowError:
+            # pydantic turns only ValueError into a validation error.
+            raise ValueError("time lies outside the years 1-9999 once converted to UTC") from None
 
     @field_serializer("time")
     def _iso(self, value: dt.datetime) -> str:

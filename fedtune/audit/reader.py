@@ -54,7 +54,9 @@ class LogReader:
         if at_or_below is None:
             return self.latest().note
         _uint("at_or_below", at_or_below)
-        found = self._store.checkpoint_at_or_below(at_or_below)
+        # No checkpoint is larger than the latest, and a uint64 from a request may not fit the
+        # store's signed 64-bit integers: ask for at most the latest size.
+        found = self._store.checkpoint_at_or_below(min(at_or_below, self.size()))
         if found is None:
             raise AuditRangeError("checkpoint size", got=at_or_below, limit=self.size())
         return found.note
