@@ -5,7 +5,7 @@ Both servers run as child processes on 127.0.0.1 with mutual TLS: the real orche
 bytes it receives. For 1, 10 and 100 concurrent clients (each its own enrolled identity and
 channel) the benchmark
 
-* uploads sealed blobs (BeginUpload, chunks with SHA-256, CompleteUpload, which checks the
+* uploads sealed blobs (BeginUpload, chunks with BLAKE3, CompleteUpload, which checks the
   whole blob against the signed manifest and registers it), and streams the very same bytes
   in the same chunk size over the raw RPC; ``upload_ratio`` = ours / raw throughput;
 * runs challenge -> simulated evidence -> Release loops of data owners in a running session

@@ -142,6 +142,18 @@ class PayloadError(CryptoError):
         super().__init__(f"model archive{where}: {reason}")
 
 
+class UnsupportedDigestError(CryptoError, ValueError):
+    """A bulk digest names an algorithm this build does not compute (crypto.digest)."""
+
+    def __init__(self, algorithm: str, supported: list[str]) -> None:
+        self.algorithm = algorithm
+        self.supported = supported
+        super().__init__(
+            f"digest algorithm {algorithm!r} is not supported (this fedtune computes "
+            f"{', '.join(supported)}); upgrade fedtune or re-seal with this version"
+        )
+
+
 # --- Manifests (crypto.manifest) ---------------------------------------------------------------
 
 

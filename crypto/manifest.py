@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -16,6 +15,7 @@ from pydantic import AfterValidator, Field, ValidationError
 
 from crypto.atomicfile import atomic_write_bytes
 from crypto.canonical import CanonicalModel
+from crypto.digest import DIGEST_ALGORITHM, BulkDigest
 from crypto.errors import (
     ManifestFormatError,
     ManifestMismatchError,
@@ -36,7 +36,8 @@ from crypto.payload import PAYLOAD_FORMAT, check_member_name, payload_size
 from crypto.seal import read_header
 
 MANIFEST_KIND = "fedtune/sealed-model-manifest"
-MANIFEST_VERSION = 1
+# Version 2: the whole-blob digest is BLAKE3, named in ``digest_algorithm`` (v1: SHA-256).
+MANIFEST_VERSION = 2
 SIGNING_CONTEXT = "manifest"
 SAFETENSORS_SUFFIX = ".safetensors"
 
@@ -63,6 +64,21 @@ def _member(value: str) -> str:
         raise ValueError(exc.reason) from None
 
 
+def _refuse_old_version(data: bytes | str) -> None:
+    """Name a version-1 manifest as such instead of listing every schema difference."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return  # the schema check reports it
+    inner = doc.get("manifest") if isinstance(doc, dict) else None
+    version = inner.get("manifest_version") if isinstance(inner, dict) else None
+    if version == 1:
+        raise ManifestFormatError(
+            "manifest_version 1 (whole-blob SHA-256) is no longer read; this fedtune reads "
+            f"version {MANIFEST_VERSION} (BLAKE3): re-seal the model with `fedtune provider seal`"
+        )
+
+
 class TensorInfo(CanonicalModel):
     """One tensor of a safetensors file, as its header describes it (no tensor data)."""
 
@@ -84,7 +100,7 @@ class Manifest(CanonicalModel):
     """What a provider states about a sealed model; signed, it binds the blob to the provider."""
 
     kind: Literal["fedtune/sealed-model-manifest"] = MANIFEST_KIND
-    manifest_version: Literal[1] = MANIFEST_VERSION
+    manifest_version: Literal[2] = MANIFEST_VERSION
     model_name: str = Field(pattern=rf"^{_NAME_PART}(/{_NAME_PART})?$", max_length=200)
     model_version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=64)
     created_at: Annotated[datetime, AfterValidator(_utc)]
@@ -98,7 +114,8 @@ class Manifest(CanonicalModel):
     segment_size: int = Field(ge=MIN_SEGMENT_SIZE, le=MAX_SEGMENT_SIZE)
     segment_count: int = Field(ge=1)
     sealed_size: int = Field(ge=HEADER_SIZE)
-    ciphertext_sha256: str = Field(pattern=_HEX64)
+    digest_algorithm: Literal["blake3"] = DIGEST_ALGORITHM
+    ciphertext_digest: str = Field(pattern=_HEX64)
     files: tuple[FileInfo, ...]
 
     @property
@@ -120,6 +137,7 @@ class SignedManifest(CanonicalModel):
     @classmethod
     def from_json(cls, data: bytes | str) -> SignedManifest:
         """Parse ``manifest.json``; raise ManifestFormatError naming what is wrong."""
+        _refuse_old_version(data)
         try:
             return cls.model_validate_json(data)
         except ValidationError as exc:
@@ -156,10 +174,11 @@ class VerifiedManifest:
 
 @dataclass(frozen=True)
 class BlobCheck:
-    """What ``verify_blob`` read: the blob's size and SHA-256, both equal to the manifest's."""
+    """What ``verify_blob`` read: the blob's size and digest, both equal to the manifest's."""
 
     sealed_size: int
-    ciphertext_sha256: str
+    digest_algorithm: str
+    ciphertext_digest: str
 
 
 def sign_manifest(manifest: Manifest, identity: Identity) -> SignedManifest:
@@ -220,12 +239,12 @@ def verify_blob(
     progress: Callable[[int], None] | None = None,
     chunk_size: int = 1 << 20,
 ) -> BlobCheck:
-    """Check a sealed blob against the manifest without the key: header fields, size, SHA-256."""
+    """Check a sealed blob against the manifest without the key: header fields, size, digest."""
     if not isinstance(manifest, Manifest):
         raise TypeError("manifest must be a Manifest")
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
-    hasher = hashlib.sha256()
+    hasher = BulkDigest(algorithm=manifest.digest_algorithm)
 
     class _Tee:
         """Hash the header bytes as ``read_header`` consumes them."""
@@ -263,8 +282,10 @@ def verify_blob(
             "sealed_size", expected=manifest.sealed_size, got=f"{total} (the blob {how})"
         )
     digest = hasher.hexdigest()
-    _mismatch("ciphertext_sha256", manifest.ciphertext_sha256, digest)
-    return BlobCheck(sealed_size=total, ciphertext_sha256=digest)
+    _mismatch("ciphertext_digest", manifest.ciphertext_digest, digest)
+    return BlobCheck(
+        sealed_size=total, digest_algorithm=manifest.digest_algorithm, ciphertext_digest=digest
+    )
 
 
 def safetensors_index(header: bytes) -> tuple[TensorInfo, ...]:

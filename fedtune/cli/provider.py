@@ -154,7 +154,7 @@ def seal_command(
         ("plaintext", human_size(manifest.plaintext_size)),
         ("sealed", f"{human_size(manifest.sealed_size)} in {artifact.blob_path}"),
         ("segments", f"{manifest.segment_count} × {human_size(manifest.segment_size)}"),
-        ("ciphertext SHA-256", manifest.ciphertext_sha256),
+        (f"ciphertext {manifest.digest_algorithm.upper()}", manifest.ciphertext_digest),
         ("manifest", f"{artifact.manifest_path} (signed by {identity.fingerprint})"),
         ("data key file", f"{artifact.key_path} (mode 0600, never leaves this machine)"),
         ("time", f"{artifact.seconds:.2f} s ({rate:.0f} MB/s)"),
@@ -178,7 +178,7 @@ def verify_command(
         ),
     ] = None,
 ) -> None:
-    """Check a sealed artifact without its key: manifest signature, blob size and SHA-256."""
+    """Check a sealed artifact without its key: manifest signature, blob size and digest."""
     out_console, err = _out(), _err()
     trusted = PublicIdentity.load(provider) if provider is not None else None
     signed, _ = open_manifest(artifact)
@@ -194,7 +194,10 @@ def verify_command(
     table.add_row("manifest sums", "[green]consistent[/] (sizes, segment count, files)")
     table.add_row("blob header", f"[green]matches[/] (key id {manifest.data_key_id[:16]}...)")
     table.add_row("blob size", f"[green]{human_size(report.blob.sealed_size)}[/]")
-    table.add_row("ciphertext SHA-256", f"[green]{report.blob.ciphertext_sha256}[/]")
+    table.add_row(
+        f"ciphertext {report.blob.digest_algorithm.upper()}",
+        f"[green]{report.blob.ciphertext_digest}[/]",
+    )
     table.add_row("created", manifest.created_at.isoformat())
     out_console.print(table)
     if not report.verified.pinned:

@@ -98,7 +98,8 @@ def upload_command(
         )
         console.print(
             f"[bold green]registered[/] {m.model_name}@{m.model_version} "
-            f"({version_pb.size} bytes, sha256 {version_pb.ciphertext_sha256.hex()[:16]}...)"
+            f"({version_pb.size} bytes, {version_pb.digest_algorithm} "
+            f"{version_pb.ciphertext_digest.hex()[:16]}...)"
         )
         if policy is not None:
             key = DataKey.load(data_key_path(root, m.data_key_id))

@@ -131,7 +131,8 @@ def seal_model_dir(
             segment_size=result.segment_size,
             segment_count=result.segment_count,
             sealed_size=result.sealed_size,
-            ciphertext_sha256=result.ciphertext_sha256,
+            digest_algorithm=result.digest_algorithm,
+            ciphertext_digest=result.ciphertext_digest,
             files=model.infos,
         )
         signed = sign_manifest(manifest, identity)
@@ -211,7 +212,7 @@ class UnsealedModel:
     """A model unsealed into memory: the archive buffer and a view of each file in it."""
 
     manifest: Manifest
-    buffer: bytearray
+    buffer: memoryview
     files: dict[str, memoryview]
     seconds: float
 

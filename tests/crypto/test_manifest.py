@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from crypto.datakey import DataKey
+from crypto.digest import digest_bytes
 from crypto.errors import (
     ManifestFormatError,
     ManifestMismatchError,
@@ -90,7 +91,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[SignedManifest, 
         segment_size=result.segment_size,
         segment_count=result.segment_count,
         sealed_size=result.sealed_size,
-        ciphertext_sha256=result.ciphertext_sha256,
+        ciphertext_digest=result.ciphertext_digest,
         files=infos,
     )
     return sign_manifest(manifest, PROVIDER), out.getvalue(), root
@@ -151,7 +152,7 @@ _CHANGES = {
     "segment_size": 512,
     "segment_count": 99,
     "sealed_size": 1000,
-    "ciphertext_sha256": "ff" * 32,
+    "ciphertext_digest": "ff" * 32,
 }
 
 
@@ -258,7 +259,10 @@ def test_blob_matches(artifact) -> None:
     signed, blob, _ = artifact
     check = verify_blob(signed.manifest, io.BytesIO(blob))
     assert check.sealed_size == len(blob)
-    assert check.ciphertext_sha256 == signed.manifest.ciphertext_sha256
+    assert check.ciphertext_digest == signed.manifest.ciphertext_digest
+    assert check.digest_algorithm == signed.manifest.digest_algorithm == "blake3"
+    # Pinned to the digest computed outside crypto.manifest (crypto.digest's own KATs).
+    assert check.ciphertext_digest == digest_bytes(blob).hex()
 
 
 def test_blob_with_a_flipped_bit_fails_the_digest(artifact) -> None:
@@ -267,7 +271,39 @@ def test_blob_with_a_flipped_bit_fails_the_digest(artifact) -> None:
     changed[HEADER_SIZE + 300] ^= 1
     with pytest.raises(ManifestMismatchError) as info:
         verify_blob(signed.manifest, io.BytesIO(bytes(changed)))
-    assert info.value.field == "ciphertext_sha256"
+    assert info.value.field == "ciphertext_digest"
+    assert info.value.expected == signed.manifest.ciphertext_digest
+    assert info.value.got == digest_bytes(bytes(changed)).hex()
+
+
+def test_manifest_names_its_digest_algorithm(artifact) -> None:
+    signed, _, _ = artifact
+    doc = json.loads(signed.to_json())
+    assert doc["manifest"]["manifest_version"] == 2
+    assert doc["manifest"]["digest_algorithm"] == "blake3"
+    assert "ciphertext_sha256" not in doc["manifest"]
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "BLAKE3", "", None])
+def test_unknown_digest_algorithm_is_refused(artifact, algorithm) -> None:
+    signed, _, _ = artifact
+    doc = json.loads(signed.to_json())
+    doc["manifest"]["digest_algorithm"] = algorithm
+    with pytest.raises(ManifestFormatError) as info:
+        SignedManifest.from_json(json.dumps(doc))
+    assert "digest_algorithm" in str(info.value)
+
+
+def test_version_1_manifest_is_refused_with_a_re_seal_hint(artifact) -> None:
+    signed, _, _ = artifact
+    doc = json.loads(signed.to_json())
+    inner = doc["manifest"]
+    inner["manifest_version"] = 1
+    inner["ciphertext_sha256"] = inner.pop("ciphertext_digest")
+    del inner["digest_algorithm"]
+    with pytest.raises(ManifestFormatError) as info:
+        SignedManifest.from_json(json.dumps(doc))
+    assert "manifest_version 1" in str(info.value) and "re-seal" in str(info.value)
 
 
 @pytest.mark.parametrize(("cut", "how"), [(-1, "truncated"), (HEADER_SIZE + 5, "truncated")])

@@ -10,6 +10,7 @@ import stat
 import pytest
 
 from crypto.datakey import DataKey
+from crypto.digest import digest_bytes, digest_file
 from crypto.errors import (
     HeaderAuthError,
     HeaderMalformedError,
@@ -99,7 +100,8 @@ def test_default_segment_size_round_trip_and_result_fields() -> None:
     assert result.segment_size == 1 << 20
     assert result.segment_count == 4
     assert result.sealed_size == len(blob) == HEADER_SIZE + len(data) + 4 * TAG_SIZE
-    assert result.ciphertext_sha256 == hashlib.sha256(blob).hexdigest()
+    assert result.ciphertext_digest == digest_bytes(blob).hex()
+    assert result.digest_algorithm == "blake3"
     assert result.key_id == KEY.key_id
     seen: list[int] = []
     assert bytes(unseal_to_memory(io.BytesIO(blob), KEY, progress=seen.append)) == data
@@ -371,9 +373,7 @@ def test_seal_file_and_unseal_file(tmp_path) -> None:
     plain = tmp_path / "plain.bin"
     plain.write_bytes(os.urandom(3 * (1 << 20) + 11))
     result = seal_file(plain, tmp_path / "x.sealed", KEY)
-    assert (
-        result.ciphertext_sha256 == hashlib.sha256((tmp_path / "x.sealed").read_bytes()).hexdigest()
-    )
+    assert result.ciphertext_digest == digest_file(tmp_path / "x.sealed").hex()
     unseal_file(tmp_path / "x.sealed", tmp_path / "back.bin", KEY)
     assert (tmp_path / "back.bin").read_bytes() == plain.read_bytes()
     # Plaintext written by unseal_file is for its owner only.

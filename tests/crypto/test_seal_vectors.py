@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crypto.datakey import DataKey
+from crypto.digest import digest_bytes
 from crypto.hazmat.stream import HEADER_SIZE, StreamHeader, derive_key_id, segment_nonce
 from crypto.seal import seal_with_header, unseal_to_memory
 
@@ -118,6 +119,9 @@ SEG = 64
 # Produced by ref_header_body/ref_seal above; any change here is a format change (new version).
 KEY_ID_HEX = "736e043eea3a041a717a735fd28b2beecfd704bb629007f0d0e3a45fe57bd369"
 BLOB_SHA256 = "bbd69a384e8415bf5a6cb45a6341b95c22f918a04400a83fa5aab4004741062e"
+# The manifest's digest of the same bytes (manifest version 2: BLAKE3, checked against the
+# official BLAKE3 vectors in test_digest.py).
+BLOB_BLAKE3 = "cd0d5c2bece40dac748415181cce5daf0775f9c5b78d6773252822115c4d8b76"
 
 
 def _header() -> StreamHeader:
@@ -166,8 +170,9 @@ def test_whole_sealed_stream_matches_the_reference() -> None:
     expected = ref_seal(PLAINTEXT, KEY, SEG, SALT, PREFIX)
     assert blob == expected
     assert len(blob) == HEADER_SIZE + len(PLAINTEXT) + 16 * 4
-    assert result.ciphertext_sha256 == hashlib.sha256(expected).hexdigest()
-    assert result.ciphertext_sha256 == BLOB_SHA256
+    assert hashlib.sha256(blob).hexdigest() == BLOB_SHA256
+    assert result.digest_algorithm == "blake3"
+    assert result.ciphertext_digest == digest_bytes(expected).hex() == BLOB_BLAKE3
 
 
 def test_reference_reader_opens_what_we_seal_and_we_open_what_it_seals() -> None:
