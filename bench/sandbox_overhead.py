@@ -87,8 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     from enclave.ml.modeldir import read_model_dir, write_model_dir
     from enclave.ml.tiny import tiny_bert_files
-    from enclave.sandbox import SandboxLauncher, SandboxTerms, SecretKind
+    from enclave.sandbox import (
+        PartySignature,
+        SandboxLauncher,
+        SecretKind,
+        SignedSessionTerms,
+        derive_sandbox_terms,
+        parse_session_terms,
+    )
     from enclave.sandbox.training import TrainingSession
+    from fedtune.orchestrator.terms import SessionTerms
     from fedtune.provider.seal import seal_model_dir
     from fedtune.sandbox_client import SandboxClient
 
@@ -105,11 +113,21 @@ def main(argv: list[str] | None = None) -> int:
         data = base / "data"
         data.mkdir()
         labels = _records(data / "train.jsonl", count)
-        terms = SandboxTerms(
-            session_id="bench", model_id="bench/tiny@1", task="classification", labels=labels,
-            learning_rate=1e-3, batch_size=8, max_length=64, seed=7, min_participants=3,
-            secagg_min_threshold=2,
+        owners = sorted((Identity.generate() for _ in range(3)), key=lambda i: i.fingerprint)
+        document = SessionTerms(
+            session_id="bench", model_name="bench/tiny", model_version="1",
+            provider_fingerprint=provider.fingerprint,
+            invited_owners=[o.fingerprint for o in owners], rounds=rounds + 1,
+            min_participants=3, secagg_threshold=2, task="classification", labels=labels,
+            learning_rate=1e-3, batch_size=8, max_length=64, created_at=datetime.now(UTC),
+        ).canonical_bytes()
+        signed = SignedSessionTerms(
+            document,
+            PartySignature(provider.public.raw, provider.sign(document, context="session-terms")),
+            PartySignature(owners[0].public.raw,
+                           owners[0].sign(document, context="session-terms")),
         )
+        terms = derive_sandbox_terms(parse_session_terms(document))
 
         handle = SandboxLauncher(data, work_dir=base / "work", platform_key=platform,
                                  num_threads=args.threads, allow_weak_isolation=True).start()
@@ -136,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                                session_id="bench")
             client.load_model(artifact.manifest_path.read_bytes(), artifact.blob_path.read_bytes(),
                               provider=provider.public)
-            configured = client.configure(terms, train_file="train.jsonl")
+            configured = client.configure(signed, train_file="train.jsonl")
             plain = TrainingSession(terms, read_model_dir(model_dir), data,
                                     train_file="train.jsonl", eval_file=None,
                                     num_threads=args.threads)

@@ -23,6 +23,7 @@ import numpy as np
 from crypto.identity import PublicIdentity
 from enclave._proto import sandbox_pb2, sandbox_pb2_grpc
 from enclave.attest.evidence import Evidence
+from enclave.sandbox.adapter_seal import SealedAdapter
 from enclave.sandbox.convert import (
     SECRET_TO_PROTO,
     adapter_to_proto,
@@ -40,6 +41,9 @@ from fedtune.errors import FedtuneError
 
 DEFAULT_TIMEOUT_S = 60.0
 LONG_TIMEOUT_S = 3600.0
+SERVICE = "/fedtune.v1.Sandbox/"
+RELAYED_METHODS = frozenset({"Train", "Evaluate", "ExportUpdate", "Status"})
+"""What a relay may forward: the round's work, never set-up (which the sandbox locks anyway)."""
 
 
 class SandboxCallError(FedtuneError):
@@ -111,6 +115,8 @@ class SandboxStatusInfo:
     adapter_fingerprint: str
     rounds: int
     locked: bool
+    adapter_ready: bool = False
+    adapter_after_round: int = 0
 
 
 def plain_delta(vector: np.ndarray) -> PlainDelta:
@@ -147,17 +153,23 @@ class SandboxClient:
         self,
         socket_path: str | os.PathLike[str],
         *,
+        session_id: str = "",
         timeout: float = DEFAULT_TIMEOUT_S,
         long_timeout: float = LONG_TIMEOUT_S,
     ) -> None:
         if not isinstance(socket_path, str | os.PathLike):
             raise TypeError("socket_path must be a path")
+        if not isinstance(session_id, str):
+            raise TypeError("session_id must be a str")
         for name, value in (("timeout", timeout), ("long_timeout", long_timeout)):
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise TypeError(f"{name} must be a number of seconds")
             if value <= 0:
                 raise ValueError(f"{name} must be positive")
         self.socket_path = Path(socket_path)
+        # The session Train, Evaluate and CKKS exports name (the sandbox refuses others);
+        # set by configure() when this client did the set-up.
+        self.session_id = session_id
         self.timeout = float(timeout)
         self.long_timeout = float(long_timeout)
         self._channel = grpc.insecure_channel(f"unix:{self.socket_path}", options=GRPC_OPTIONS)
@@ -183,6 +195,28 @@ class SandboxClient:
             return call(request, timeout=timeout)  # type: ignore[operator]
         except grpc.RpcError as exc:
             raise _call_error(method, exc) from None
+
+    def _session(self, session_id: str | None) -> str:
+        session = self.session_id if session_id is None else session_id
+        if not session:
+            raise ValueError("name the session (session_id=...), or configure through this client")
+        return session
+
+    def relay(self, method: str, request: bytes, *, timeout: float | None = None) -> bytes:
+        """Forward one serialised request to ``method`` and return the serialised reply.
+
+        For the Flower relay, which passes the aggregator's requests through unread. Only
+        ``RELAYED_METHODS`` are forwarded; a refusal raises SandboxCallError as any call does.
+        """
+        if method not in RELAYED_METHODS:
+            raise ValueError(f"{method!r} is not relayed; only {sorted(RELAYED_METHODS)}")
+        if not isinstance(request, bytes):
+            raise TypeError("request must be bytes")
+        # No (de)serialisers: the bytes pass through as they are.
+        call = self._channel.unary_unary(SERVICE + method)
+        response = self._call(method, call, request, timeout or self.long_timeout)
+        assert isinstance(response, bytes)
+        return response
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -286,6 +320,7 @@ class SandboxClient:
         )
         response = self._call("Configure", self._stub.Configure, request, self.long_timeout)
         assert isinstance(response, sandbox_pb2.SandboxConfigureResponse)
+        self.session_id = response.session_id
         return ConfigureResult(
             session_id=response.session_id,
             task=response.task,
@@ -296,19 +331,31 @@ class SandboxClient:
             rounds=response.rounds,
         )
 
-    def train(self, round_number: int, adapter: AdapterSource | None = None) -> TrainResult:
+    def train(
+        self,
+        round_number: int,
+        adapter: AdapterSource | None = None,
+        *,
+        session_id: str | None = None,
+    ) -> TrainResult:
         """Train one round from ``adapter`` (default: the initial adapter)."""
         request = sandbox_pb2.SandboxTrainRequest(
-            round=round_number, adapter=adapter_to_proto(adapter or InitialAdapter())
+            round=round_number,
+            adapter=adapter_to_proto(adapter or InitialAdapter()),
+            session_id=self._session(session_id),
         )
         response = self._call("Train", self._stub.Train, request, self.long_timeout)
         assert isinstance(response, sandbox_pb2.SandboxTrainResponse)
         return TrainResult(response.round, response.num_examples, dict(response.metrics))
 
-    def evaluate(self, adapter: AdapterSource | None = None) -> EvaluateResult:
+    def evaluate(
+        self, adapter: AdapterSource | None = None, *, session_id: str | None = None
+    ) -> EvaluateResult:
         """Held-out metrics of ``adapter`` (default: the initial adapter)."""
         request = sandbox_pb2.SandboxEvaluateRequest(
-            split="eval", adapter=adapter_to_proto(adapter or InitialAdapter())
+            split="eval",
+            adapter=adapter_to_proto(adapter or InitialAdapter()),
+            session_id=self._session(session_id),
         )
         response = self._call("Evaluate", self._stub.Evaluate, request, self.long_timeout)
         assert isinstance(response, sandbox_pb2.SandboxEvaluateResponse)
@@ -321,10 +368,12 @@ class SandboxClient:
         assert isinstance(response, sandbox_pb2.SandboxExportUpdateResponse)
         return ExportReply(bytes(response.reply), response.stage, response.done)
 
-    def export_ckks(self, round_number: int) -> ExportReply:
+    def export_ckks(self, round_number: int, *, session_id: str | None = None) -> ExportReply:
         """The round's weighted update, CKKS-encrypted."""
         request = sandbox_pb2.SandboxExportUpdateRequest(
-            ckks=sandbox_pb2.SandboxCkksExport(round=round_number)
+            ckks=sandbox_pb2.SandboxCkksExport(
+                round=round_number, session_id=self._session(session_id)
+            )
         )
         response = self._call("ExportUpdate", self._stub.ExportUpdate, request, self.long_timeout)
         assert isinstance(response, sandbox_pb2.SandboxExportUpdateResponse)
@@ -353,6 +402,25 @@ class SandboxClient:
             adapter_fingerprint=response.adapter_fingerprint,
             rounds=response.rounds,
             locked=response.locked,
+            adapter_ready=response.adapter_ready,
+            adapter_after_round=response.adapter_after_round,
+        )
+
+    def seal_adapter(self, *, session_id: str | None = None) -> SealedAdapter:
+        """The session's final adapter, sealed under the session key (never in plaintext)."""
+        request = sandbox_pb2.SandboxSealAdapterRequest(session_id=self._session(session_id))
+        response = self._call("SealAdapter", self._stub.SealAdapter, request, self.long_timeout)
+        assert isinstance(response, sandbox_pb2.SandboxSealedAdapter)
+        return SealedAdapter(
+            session_id=response.session_id,
+            sealed=bytes(response.sealed),
+            sealed_sha256=response.sealed_sha256,
+            payload_size=response.payload_size,
+            content_mac=response.content_mac,
+            key_id=response.key_id,
+            after_round=response.after_round,
+            adapter_fingerprint=response.adapter_fingerprint,
+            files=tuple(response.files),
         )
 
 

@@ -18,12 +18,14 @@ class SandboxSecretKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SANDBOX_SECRET_KIND_UNSPECIFIED: _ClassVar[SandboxSecretKind]
     SANDBOX_SECRET_KIND_MODEL_DATA_KEY: _ClassVar[SandboxSecretKind]
     SANDBOX_SECRET_KIND_CKKS_SECRET_CONTEXT: _ClassVar[SandboxSecretKind]
+    SANDBOX_SECRET_KIND_SESSION_KEY: _ClassVar[SandboxSecretKind]
 SANDBOX_ISOLATION_MODE_UNSPECIFIED: SandboxIsolationMode
 SANDBOX_ISOLATION_MODE_BUBBLEWRAP: SandboxIsolationMode
 SANDBOX_ISOLATION_MODE_PLAIN_PROCESS: SandboxIsolationMode
 SANDBOX_SECRET_KIND_UNSPECIFIED: SandboxSecretKind
 SANDBOX_SECRET_KIND_MODEL_DATA_KEY: SandboxSecretKind
 SANDBOX_SECRET_KIND_CKKS_SECRET_CONTEXT: SandboxSecretKind
+SANDBOX_SECRET_KIND_SESSION_KEY: SandboxSecretKind
 
 class SandboxIsolation(_message.Message):
     __slots__ = ("mode", "namespaces", "network_isolated", "interfaces", "filesystem_isolated", "dumpable", "core_limit", "capabilities", "tee", "weaker", "warnings")
@@ -206,12 +208,14 @@ class SandboxAdapter(_message.Message):
     def __init__(self, initial: _Optional[_Union[SandboxInitialAdapter, _Mapping]] = ..., plain_float32: _Optional[bytes] = ..., ckks: _Optional[_Union[SandboxCkksAggregates, _Mapping]] = ..., plain_delta_float32: _Optional[bytes] = ...) -> None: ...
 
 class SandboxTrainRequest(_message.Message):
-    __slots__ = ("round", "adapter")
+    __slots__ = ("round", "adapter", "session_id")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     round: int
     adapter: SandboxAdapter
-    def __init__(self, round: _Optional[int] = ..., adapter: _Optional[_Union[SandboxAdapter, _Mapping]] = ...) -> None: ...
+    session_id: str
+    def __init__(self, round: _Optional[int] = ..., adapter: _Optional[_Union[SandboxAdapter, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class SandboxTrainResponse(_message.Message):
     __slots__ = ("round", "num_examples", "metrics")
@@ -231,12 +235,14 @@ class SandboxTrainResponse(_message.Message):
     def __init__(self, round: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SandboxEvaluateRequest(_message.Message):
-    __slots__ = ("split", "adapter")
+    __slots__ = ("split", "adapter", "session_id")
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     split: str
     adapter: SandboxAdapter
-    def __init__(self, split: _Optional[str] = ..., adapter: _Optional[_Union[SandboxAdapter, _Mapping]] = ...) -> None: ...
+    session_id: str
+    def __init__(self, split: _Optional[str] = ..., adapter: _Optional[_Union[SandboxAdapter, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class SandboxEvaluateResponse(_message.Message):
     __slots__ = ("num_examples", "metrics")
@@ -254,10 +260,12 @@ class SandboxEvaluateResponse(_message.Message):
     def __init__(self, num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SandboxCkksExport(_message.Message):
-    __slots__ = ("round",)
+    __slots__ = ("round", "session_id")
     ROUND_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     round: int
-    def __init__(self, round: _Optional[int] = ...) -> None: ...
+    session_id: str
+    def __init__(self, round: _Optional[int] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class SandboxExportUpdateRequest(_message.Message):
     __slots__ = ("secagg", "ckks")
@@ -282,7 +290,7 @@ class SandboxStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SandboxStatus(_message.Message):
-    __slots__ = ("phase", "isolation", "measurement", "evidence_kind", "model", "session_id", "aggregation", "rounds_trained", "last_round", "ckks_rounds_applied", "update_pending", "secrets", "adapter_length", "adapter_fingerprint", "rounds", "locked")
+    __slots__ = ("phase", "isolation", "measurement", "evidence_kind", "model", "session_id", "aggregation", "rounds_trained", "last_round", "ckks_rounds_applied", "update_pending", "secrets", "adapter_length", "adapter_fingerprint", "rounds", "locked", "adapter_ready", "adapter_after_round")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
     MEASUREMENT_FIELD_NUMBER: _ClassVar[int]
@@ -299,6 +307,8 @@ class SandboxStatus(_message.Message):
     ADAPTER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     LOCKED_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_READY_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_AFTER_ROUND_FIELD_NUMBER: _ClassVar[int]
     phase: str
     isolation: SandboxIsolation
     measurement: bytes
@@ -315,4 +325,34 @@ class SandboxStatus(_message.Message):
     adapter_fingerprint: str
     rounds: int
     locked: bool
-    def __init__(self, phase: _Optional[str] = ..., isolation: _Optional[_Union[SandboxIsolation, _Mapping]] = ..., measurement: _Optional[bytes] = ..., evidence_kind: _Optional[str] = ..., model: _Optional[_Union[SandboxModelSummary, _Mapping]] = ..., session_id: _Optional[str] = ..., aggregation: _Optional[str] = ..., rounds_trained: _Optional[int] = ..., last_round: _Optional[int] = ..., ckks_rounds_applied: _Optional[int] = ..., update_pending: _Optional[bool] = ..., secrets: _Optional[_Iterable[str]] = ..., adapter_length: _Optional[int] = ..., adapter_fingerprint: _Optional[str] = ..., rounds: _Optional[int] = ..., locked: _Optional[bool] = ...) -> None: ...
+    adapter_ready: bool
+    adapter_after_round: int
+    def __init__(self, phase: _Optional[str] = ..., isolation: _Optional[_Union[SandboxIsolation, _Mapping]] = ..., measurement: _Optional[bytes] = ..., evidence_kind: _Optional[str] = ..., model: _Optional[_Union[SandboxModelSummary, _Mapping]] = ..., session_id: _Optional[str] = ..., aggregation: _Optional[str] = ..., rounds_trained: _Optional[int] = ..., last_round: _Optional[int] = ..., ckks_rounds_applied: _Optional[int] = ..., update_pending: _Optional[bool] = ..., secrets: _Optional[_Iterable[str]] = ..., adapter_length: _Optional[int] = ..., adapter_fingerprint: _Optional[str] = ..., rounds: _Optional[int] = ..., locked: _Optional[bool] = ..., adapter_ready: _Optional[bool] = ..., adapter_after_round: _Optional[int] = ...) -> None: ...
+
+class SandboxSealAdapterRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class SandboxSealedAdapter(_message.Message):
+    __slots__ = ("session_id", "sealed", "sealed_sha256", "payload_size", "content_mac", "key_id", "after_round", "adapter_fingerprint", "files")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    SEALED_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_MAC_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ROUND_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    sealed: bytes
+    sealed_sha256: str
+    payload_size: int
+    content_mac: str
+    key_id: str
+    after_round: int
+    adapter_fingerprint: str
+    files: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., sealed: _Optional[bytes] = ..., sealed_sha256: _Optional[str] = ..., payload_size: _Optional[int] = ..., content_mac: _Optional[str] = ..., key_id: _Optional[str] = ..., after_round: _Optional[int] = ..., adapter_fingerprint: _Optional[str] = ..., files: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -74,6 +74,11 @@ class SandboxStub:
                 request_serializer=fedtune_dot_v1_dot_sandbox__pb2.SandboxStatusRequest.SerializeToString,
                 response_deserializer=fedtune_dot_v1_dot_sandbox__pb2.SandboxStatus.FromString,
                 _registered_method=True)
+        self.SealAdapter = channel.unary_unary(
+                '/fedtune.v1.Sandbox/SealAdapter',
+                request_serializer=fedtune_dot_v1_dot_sandbox__pb2.SandboxSealAdapterRequest.SerializeToString,
+                response_deserializer=fedtune_dot_v1_dot_sandbox__pb2.SandboxSealedAdapter.FromString,
+                _registered_method=True)
 
 
 class SandboxServicer:
@@ -132,7 +137,15 @@ class SandboxServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Status(self, request, context):
-        """Reserved for a later issue: SealAdapter, the final adapter sealed under the session key.
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SealAdapter(self, request, context):
+        """The final global adapter (the one of the last evaluation after a trained round) as a PEFT
+        adapter directory packed in a tar payload, sealed (crypto.seal) under the session key the
+        key broker released to attested sandboxes of this session only. Never in plaintext.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,6 +193,11 @@ def add_SandboxServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=fedtune_dot_v1_dot_sandbox__pb2.SandboxStatusRequest.FromString,
                     response_serializer=fedtune_dot_v1_dot_sandbox__pb2.SandboxStatus.SerializeToString,
+            ),
+            'SealAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.SealAdapter,
+                    request_deserializer=fedtune_dot_v1_dot_sandbox__pb2.SandboxSealAdapterRequest.FromString,
+                    response_serializer=fedtune_dot_v1_dot_sandbox__pb2.SandboxSealedAdapter.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +416,33 @@ class Sandbox:
             '/fedtune.v1.Sandbox/Status',
             fedtune_dot_v1_dot_sandbox__pb2.SandboxStatusRequest.SerializeToString,
             fedtune_dot_v1_dot_sandbox__pb2.SandboxStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SealAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtune.v1.Sandbox/SealAdapter',
+            fedtune_dot_v1_dot_sandbox__pb2.SandboxSealAdapterRequest.SerializeToString,
+            fedtune_dot_v1_dot_sandbox__pb2.SandboxSealedAdapter.FromString,
             options,
             channel_credentials,
             insecure,

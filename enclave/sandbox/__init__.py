@@ -1,6 +1,8 @@
 """The sandbox: an isolated runtime process, the only place plaintext weights and updates live."""
 
+from enclave.sandbox.adapter_seal import SealedAdapter, content_mac, pack_files
 from enclave.sandbox.errors import (
+    AdapterNotReady,
     AdapterSourceError,
     ConfigurationLocked,
     DataPathError,
@@ -17,6 +19,7 @@ from enclave.sandbox.errors import (
     UntrustedManifest,
     WeakIsolationRefused,
     WrongPhase,
+    WrongSession,
 )
 from enclave.sandbox.isolation import (
     PLAIN_PROCESS_WARNING,
@@ -59,6 +62,7 @@ from enclave.sandbox.verdict import isolation_check, with_isolation
 __all__ = [
     "PLAIN_PROCESS_WARNING",
     "SIMULATED_TEE_WARNING",
+    "AdapterNotReady",
     "AdapterSource",
     "AdapterSourceError",
     "CkksAggregates",
@@ -86,6 +90,7 @@ __all__ = [
     "SandboxLauncher",
     "SandboxLora",
     "SandboxTerms",
+    "SealedAdapter",
     "SecretKind",
     "SessionTermsView",
     "SignedSessionTerms",
@@ -94,12 +99,15 @@ __all__ = [
     "UntrustedManifest",
     "WeakIsolationRefused",
     "WrongPhase",
+    "WrongSession",
     "bubblewrap_problem",
     "checkout_roots",
+    "content_mac",
     "derive_sandbox_terms",
     "isolation_check",
     "launch_sandbox",
     "measure",
+    "pack_files",
     "parse_session_terms",
     "parse_terms",
     "session_seed",

@@ -126,6 +126,18 @@ class ConfigurationLocked(SandboxError):
         )
 
 
+class WrongSession(SandboxError):
+    """A Train, Evaluate or export request names another session than the configured one."""
+
+    def __init__(self, *, expected: str, got: str) -> None:
+        self.expected = expected
+        self.got = got
+        super().__init__(
+            f"the request is for session {got!r}, this sandbox serves session {expected!r}"
+            if got else f"the request names no session; this sandbox serves {expected!r}"
+        )
+
+
 class DataPathError(SandboxError):
     """A record file named in Configure is not a plain file inside the owner's data directory."""
 
@@ -160,3 +172,11 @@ class ExportRefused(SandboxError):
         self.rule = rule
         self.detail = detail
         super().__init__(f"export refused ({rule}): {detail}")
+
+
+class AdapterNotReady(SandboxError):
+    """SealAdapter was asked for before there is a final adapter to seal, or without the key."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"no adapter can be sealed yet: {reason}")

@@ -1,10 +1,13 @@
 """Secrets the key broker releases to the sandbox: HPKE-unwrapped inside, held only in memory.
 
-Both kinds arrive HPKE-wrapped (``crypto.hpke``) to the runtime's ephemeral key, bound to one
+Every kind arrives HPKE-wrapped (``crypto.hpke``) to the runtime's ephemeral key, bound to one
 model id and session id. The model data key is the wrapped 32 bytes themselves. A CKKS secret
 context is far larger than an HPKE-wrapped key, so it travels as a KEM/DEM pair: a fresh
 32-byte key, wrapped like a data key, and the serialised context sealed under that key with
-``crypto.seal`` (the same authenticated stream format as the weights).
+``crypto.seal`` (the same authenticated stream format as the weights). The session key is
+32 bytes like a data key; the sandbox seals the session's final adapter under it
+(``SealAdapter``), so only attested sandboxes of the session, and an export the provider and
+every owner approved, can open it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class SecretKind(StrEnum):
 
     MODEL_DATA_KEY = "model-data-key"
     CKKS_SECRET_CONTEXT = "ckks-secret-context"  # noqa: S105 - a kind name, not a secret
+    SESSION_KEY = "session-key"
 
 
 @dataclass(frozen=True)

@@ -9,22 +9,22 @@ Order of checks, each with its own error:
    (``crypto.errors.WrongKeyError``);
 3. the blob streams through ``crypto.seal.unseal_to_memory``: every segment authenticates at
    its position (``SegmentAuthError`` ... ``TruncatedError``), and the ciphertext's size and
-   SHA-256 equal the manifest's (``ManifestMismatchError``);
+   BLAKE3 digest equal the manifest's (``ManifestMismatchError``);
 4. the unsealed archive holds exactly the files and tensors the manifest lists.
 
-Plaintext exists only in one bytearray; on any failure it is zeroed before the error leaves,
+Plaintext exists only in one in-memory buffer; on any failure it is zeroed before the error leaves,
 so a failed load leaves nothing behind and LoadModel can be retried.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from crypto.digest import BulkDigest
 from crypto.errors import ManifestMismatchError, WrongKeyError
 from crypto.identity import PublicIdentity
 from crypto.manifest import Manifest, SignedManifest, verify_manifest, verify_payload
@@ -60,7 +60,7 @@ class ModelSummary:
 class UnsealedModel:
     """The model directory in memory: views into one plaintext buffer, wiped on ``wipe()``."""
 
-    def __init__(self, manifest: Manifest, buffer: bytearray, files: dict[str, memoryview],
+    def __init__(self, manifest: Manifest, buffer: memoryview, files: dict[str, memoryview],
                  summary: ModelSummary) -> None:
         self.manifest = manifest
         self.summary = summary
@@ -89,7 +89,7 @@ class UnsealedModel:
         return f"UnsealedModel({self.summary.model_id!r}, {len(self._files)} files)"
 
 
-def _zero(buffer: bytearray) -> None:
+def _zero(buffer: memoryview) -> None:
     view = memoryview(buffer)
     step = 1 << 20
     zeros = bytes(min(step, len(buffer)))
@@ -102,11 +102,11 @@ def _zero(buffer: bytearray) -> None:
 class _ChunkReader(io.RawIOBase):
     """A readable stream over the LoadModel chunks that hashes and counts what it hands out."""
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+    def __init__(self, chunks: Iterator[bytes], algorithm: str) -> None:
         super().__init__()
         self._chunks = chunks
         self._current = memoryview(b"")
-        self.hasher = hashlib.sha256()
+        self.hasher = BulkDigest(algorithm=algorithm)
         self.total = 0
 
     def readable(self) -> bool:
@@ -168,7 +168,7 @@ def check_manifest(
 
 def unseal_model(manifest: Manifest, chunks: Iterator[bytes], key: InstalledKey) -> UnsealedModel:
     """Steps 3 and 4: unseal the streamed blob into memory and check it against ``manifest``."""
-    reader = _ChunkReader(chunks)
+    reader = _ChunkReader(chunks, manifest.digest_algorithm)
     buffer = unseal_to_memory(reader, key.key)
     try:
         if reader.total != manifest.sealed_size:
@@ -176,9 +176,9 @@ def unseal_model(manifest: Manifest, chunks: Iterator[bytes], key: InstalledKey)
                 "sealed_size", expected=manifest.sealed_size, got=reader.total
             )
         digest = reader.hasher.hexdigest()
-        if digest != manifest.ciphertext_sha256:
+        if digest != manifest.ciphertext_digest:
             raise ManifestMismatchError(
-                "ciphertext_sha256", expected=manifest.ciphertext_sha256, got=digest
+                "ciphertext_digest", expected=manifest.ciphertext_digest, got=digest
             )
         files = unpack_payload(buffer)
         try:

@@ -41,6 +41,7 @@ from enclave.sandbox.convert import (
     summary_to_proto,
 )
 from enclave.sandbox.errors import (
+    AdapterNotReady,
     ConfigurationLocked,
     ExportRefused,
     InvalidRequest,
@@ -50,6 +51,7 @@ from enclave.sandbox.errors import (
     TermsSignatureError,
     UntrustedManifest,
     WrongPhase,
+    WrongSession,
 )
 from enclave.sandbox.state import SandboxState
 from enclave.sandbox.terms import PartySignature, SignedSessionTerms
@@ -61,6 +63,7 @@ _log = logging.getLogger(__name__)
 STATUS_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (WrongPhase, grpc.StatusCode.FAILED_PRECONDITION),
     (ConfigurationLocked, grpc.StatusCode.FAILED_PRECONDITION),
+    (AdapterNotReady, grpc.StatusCode.FAILED_PRECONDITION),
     (TermsSignatureError, grpc.StatusCode.PERMISSION_DENIED),
     (RoundError, grpc.StatusCode.FAILED_PRECONDITION),
     (KeyMismatch, grpc.StatusCode.FAILED_PRECONDITION),
@@ -69,6 +72,7 @@ STATUS_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (UntrustedManifest, grpc.StatusCode.PERMISSION_DENIED),
     (ManifestSignatureError, grpc.StatusCode.PERMISSION_DENIED),
     (ExportRefused, grpc.StatusCode.PERMISSION_DENIED),
+    (WrongSession, grpc.StatusCode.PERMISSION_DENIED),
     (ProtocolViolationError, grpc.StatusCode.PERMISSION_DENIED),
     (SealedStreamError, grpc.StatusCode.DATA_LOSS),
     (PayloadError, grpc.StatusCode.DATA_LOSS),
@@ -137,7 +141,9 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServicer):
         try:
             kind = PROTO_TO_SECRET.get(request.kind)
             if kind is None:
-                raise InvalidRequest("kind", "name the secret: model data key or CKKS context")
+                raise InvalidRequest(
+                    "kind", "name the secret: model data key, CKKS context or session key"
+                )
             key_id = self._state.install_key(
                 kind,
                 bytes(request.wrapped_key),
@@ -215,7 +221,7 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServicer):
         """Train one round; the update stays inside."""
         try:
             source = adapter_from_proto(request.adapter if request.HasField("adapter") else None)
-            outcome = self._state.train(request.round, source)
+            outcome = self._state.train(request.round, source, session_id=request.session_id)
         except Exception as exc:
             _abort(context, "Train", exc)
         return sandbox_pb2.SandboxTrainResponse(
@@ -228,7 +234,9 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServicer):
         """Metrics on the held-out split."""
         try:
             source = adapter_from_proto(request.adapter if request.HasField("adapter") else None)
-            metrics = self._state.evaluate(source, split=request.split or "eval")
+            metrics = self._state.evaluate(
+                source, session_id=request.session_id, split=request.split or "eval"
+            )
         except Exception as exc:
             _abort(context, "Evaluate", exc)
         return sandbox_pb2.SandboxEvaluateResponse(
@@ -244,7 +252,9 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServicer):
             if which == "secagg":
                 result = self._state.export_secagg(bytes(request.secagg))
             elif which == "ckks":
-                result = self._state.export_ckks(request.ckks.round)
+                result = self._state.export_ckks(
+                    request.ckks.round, session_id=request.ckks.session_id
+                )
             else:
                 raise InvalidRequest("stage", "send a secagg stage message or a CKKS export")
         except Exception as exc:
@@ -274,10 +284,32 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServicer):
             adapter_fingerprint=snap.adapter_fingerprint,
             rounds=snap.rounds,
             locked=snap.locked,
+            adapter_ready=snap.adapter_ready,
+            adapter_after_round=snap.adapter_after_round,
         )
         if snap.model is not None:
             message.model.CopyFrom(summary_to_proto(snap.model))
         return message
+
+    def SealAdapter(  # noqa: N802
+        self, request: sandbox_pb2.SandboxSealAdapterRequest, context: grpc.ServicerContext
+    ) -> sandbox_pb2.SandboxSealedAdapter:
+        """The final adapter, sealed under the session key."""
+        try:
+            sealed = self._state.seal_adapter(session_id=request.session_id)
+        except Exception as exc:
+            _abort(context, "SealAdapter", exc)
+        return sandbox_pb2.SandboxSealedAdapter(
+            session_id=sealed.session_id,
+            sealed=sealed.sealed,
+            sealed_sha256=sealed.sealed_sha256,
+            payload_size=sealed.payload_size,
+            content_mac=sealed.content_mac,
+            key_id=sealed.key_id,
+            after_round=sealed.after_round,
+            adapter_fingerprint=sealed.adapter_fingerprint,
+            files=list(sealed.files),
+        )
 
 
 def _chunks(requests: Iterator[sandbox_pb2.SandboxLoadModelRequest]) -> Iterator[bytes]:

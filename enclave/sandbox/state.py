@@ -14,6 +14,12 @@ Phases, in order (each call names the phase it needs):
 - ``configured``: records loaded, task model built; the plaintext files are wiped. Train,
   Evaluate and ExportUpdate work from here on.
 
+The final adapter: each Evaluate whose global adapter follows a trained round (secure
+aggregation: this sandbox trained a round; CKKS: an aggregate was applied) keeps that adapter
+vector; at the end of a session that is the final global adapter of the evaluation after the
+last round. ``SealAdapter`` seals it under the session key (``adapter_seal``): it never leaves
+in plaintext.
+
 Configure is the last step of the owner agent's set-up and locks it: from then on InstallKey,
 LoadModel and Configure are refused (``ConfigurationLocked``), so code that reaches the socket
 later (the Flower relay) can use the sandbox only as the signed terms allow.
@@ -35,14 +41,17 @@ from crypto.identity import PublicIdentity
 from enclave.attest.binding import NONCE_SIZE, report_data_for
 from enclave.attest.evidence import Evidence
 from enclave.attest.provider import EvidenceProvider
+from enclave.sandbox.adapter_seal import SealedAdapter, seal_adapter
 from enclave.sandbox.aggregation import RoundExport
 from enclave.sandbox.errors import (
+    AdapterNotReady,
     ConfigurationLocked,
     InvalidRequest,
     KeyMismatch,
     RoundError,
     TermsError,
     WrongPhase,
+    WrongSession,
 )
 from enclave.sandbox.isolation import IsolationReport
 from enclave.sandbox.keys import (
@@ -60,7 +69,7 @@ from enclave.sandbox.model_loading import (
     unseal_model,
 )
 from enclave.sandbox.terms import SandboxTerms, SignedSessionTerms, verify_session_terms
-from enclave.sandbox.training import AdapterSource, TrainingSession, TrainOutcome
+from enclave.sandbox.training import AdapterSource, InitialAdapter, TrainingSession, TrainOutcome
 
 
 class Phase(StrEnum):
@@ -129,6 +138,8 @@ class Snapshot:
     adapter_fingerprint: str = ""
     rounds: int = 0
     locked: bool = False
+    adapter_ready: bool = False
+    adapter_after_round: int = 0
 
 
 class SandboxState:
@@ -172,6 +183,9 @@ class SandboxState:
         self._phase = Phase.STARTED
         self._data_key: InstalledKey | None = None
         self._ckks: InstalledCkksContext | None = None
+        self._session_key: InstalledKey | None = None
+        # The adapter of the last Evaluate that followed a trained round, and that round.
+        self._final: tuple[np.ndarray, int] | None = None
         self._unsealed: UnsealedModel | None = None
         self._summary: ModelSummary | None = None
         self._terms: SandboxTerms | None = None
@@ -190,6 +204,8 @@ class SandboxState:
             secrets.append(SecretKind.MODEL_DATA_KEY.value)
         if self._ckks is not None:
             secrets.append(SecretKind.CKKS_SECRET_CONTEXT.value)
+        if self._session_key is not None:
+            secrets.append(SecretKind.SESSION_KEY.value)
         return Snapshot(
             phase=self._phase,
             isolation=self._isolation,
@@ -207,6 +223,8 @@ class SandboxState:
             adapter_fingerprint=self._session.adapter_fingerprint if self._session else "",
             rounds=self._terms.rounds if self._terms else 0,
             locked=self._locked,
+            adapter_ready=self._final is not None,
+            adapter_after_round=self._final[1] if self._final is not None else 0,
         )
 
     def _run(self, step: Callable[[], _T]) -> _T:
@@ -264,7 +282,9 @@ class SandboxState:
     ) -> str:
         """Unwrap a released secret with the ephemeral key; returns the key's public id."""
         if not isinstance(kind, SecretKind):
-            raise InvalidRequest("kind", "name the secret: model data key or CKKS secret context")
+            raise InvalidRequest(
+                "kind", "name the secret: model data key, CKKS secret context or session key"
+            )
         if not wrapped:
             raise InvalidRequest("wrapped_key", "empty; send the key broker's wrapped secret")
 
@@ -282,6 +302,24 @@ class SandboxState:
                 self._data_key = installed
                 self._advance(Phase.KEY_INSTALLED)
                 return installed.key.key_id
+            if kind is SecretKind.SESSION_KEY:
+                self._need("InstallKey(session key)", Phase.ATTESTED)
+                if sealed_secret:
+                    raise InvalidRequest("sealed_secret", "a session key comes without one")
+                session_key = open_data_key(
+                    wrapped, self._ephemeral, model_id=model_id, session_id=session_id
+                )
+                for bound in (self._data_key, self._ckks):
+                    if bound is None:
+                        continue
+                    if bound.session_id != session_id:
+                        raise KeyMismatch(
+                            "session_id", expected=bound.session_id, got=session_id
+                        )
+                    if bound.model_id != model_id:
+                        raise KeyMismatch("model_id", expected=bound.model_id, got=model_id)
+                self._session_key = session_key
+                return session_key.key.key_id
             self._need("InstallKey(CKKS secret context)", Phase.ATTESTED)
             context = open_ckks_context(
                 wrapped, sealed_secret, self._ephemeral, model_id=model_id, session_id=session_id
@@ -361,13 +399,19 @@ class SandboxState:
 
         return self._run(step)
 
-    def train(self, round_number: int, source: AdapterSource) -> TrainOutcome:
+    def _session_is(self, session_id: str) -> None:
+        assert self._terms is not None
+        if session_id != self._terms.session_id:
+            raise WrongSession(expected=self._terms.session_id, got=session_id)
+
+    def train(self, round_number: int, source: AdapterSource, *, session_id: str) -> TrainOutcome:
         """Train one round from the given global adapter; the update waits for ExportUpdate."""
         if not isinstance(round_number, int) or round_number < 1:
             raise InvalidRequest("round", "must be a positive round number")
 
         def step() -> TrainOutcome:
             self._need("Train", Phase.CONFIGURED)
+            self._session_is(session_id)
             session = self._session
             assert session is not None and self._terms is not None
             if round_number <= self._last_round:
@@ -406,7 +450,9 @@ class SandboxState:
 
         return privatize
 
-    def evaluate(self, source: AdapterSource, *, split: str = "eval") -> dict[str, float]:
+    def evaluate(
+        self, source: AdapterSource, *, session_id: str, split: str = "eval"
+    ) -> dict[str, float]:
         """Metrics of the given global adapter on the owner's held-out split."""
         if split != "eval":
             raise InvalidRequest(
@@ -415,10 +461,19 @@ class SandboxState:
 
         def step() -> dict[str, float]:
             self._need("Evaluate", Phase.CONFIGURED)
+            self._session_is(session_id)
             session = self._session
-            assert session is not None
+            assert session is not None and self._terms is not None
             start = session.start_vector(source, self._ckks.context if self._ckks else None)
-            return session.evaluate(start)
+            metrics = session.evaluate(start)
+            follows = (
+                session.ckks_applied_round
+                if self._terms.aggregation == "ckks"
+                else self._last_round
+            )
+            if follows >= 1 and not isinstance(source, InitialAdapter):
+                self._final = (start.astype(np.float32, copy=True), follows)
+            return metrics
 
         return self._run(step)
 
@@ -434,14 +489,48 @@ class SandboxState:
 
         return self._run(step)
 
-    def export_ckks(self, round_number: int) -> ExportResult:
+    def export_ckks(self, round_number: int, *, session_id: str) -> ExportResult:
         """The last trained round's update, CKKS-encrypted."""
 
         def step() -> ExportResult:
             self._need("ExportUpdate", Phase.CONFIGURED)
+            self._session_is(session_id)
             export = self._current_export()
             blob = export.ckks(round_number, self._ckks.context if self._ckks else None)
             return ExportResult(blob, "ckks", True)
+
+        return self._run(step)
+
+    def seal_adapter(self, *, session_id: str) -> SealedAdapter:
+        """The final adapter as a PEFT directory, sealed under the session key."""
+
+        def step() -> SealedAdapter:
+            self._need("SealAdapter", Phase.CONFIGURED)
+            self._session_is(session_id)
+            session, terms = self._session, self._terms
+            assert session is not None and terms is not None
+            if self._session_key is None:
+                raise AdapterNotReady(
+                    "the session key is not installed (the owner's agent installs it, released "
+                    "by the key broker on attestation, before Configure)"
+                )
+            if self._final is None:
+                raise AdapterNotReady(
+                    "no global adapter after a trained round was evaluated yet; the aggregator "
+                    "evaluates the final adapter after the last round"
+                )
+            from enclave.ml.lora import export_adapter, set_adapter_vector
+
+            vector, after_round = self._final
+            set_adapter_vector(session.model, vector)
+            files = export_adapter(session.model, base_model_name=terms.model_id)
+            return seal_adapter(
+                files,
+                self._session_key.key,
+                session_id=terms.session_id,
+                after_round=after_round,
+                adapter_fingerprint=session.adapter_fingerprint,
+            )
 
         return self._run(step)
 

@@ -26,15 +26,15 @@ from . import common_pb2 as fedtune_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64tune/v1/key_broker.proto\x12\nfedtune.v1\x1a\x17\x66\x65\x64tune/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x13GetBrokerKeyRequest\",\n\tBrokerKey\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x0b\n\x03kem\x18\x02 \x01(\t\"z\n\x12RegisterKeyRequest\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\x12\x13\n\x0bwrapped_key\x18\x02 \x01(\x0c\x12*\n\x06policy\x18\x03 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\"R\n\x13RegisterKeyResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\"R\n\x10SetPolicyRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12*\n\x06policy\x18\x02 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\"&\n\x10GetPolicyRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\x8f\x01\n\x0cPolicyStatus\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12*\n\x06policy\x18\x03 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x10\x43hallengeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.fedtune.v1.SecretKind\"R\n\x11\x43hallengeResponse\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\x0eReleaseRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.fedtune.v1.SecretKind\x12\x10\n\x08\x65vidence\x18\x03 \x01(\x0c\x12\x1c\n\x14\x65phemeral_public_key\x18\x04 \x01(\x0c\x12\r\n\x05nonce\x18\x05 \x01(\x0c\"\x87\x01\n\x0eReleasedSecret\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.fedtune.v1.SecretKind\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x16\n\x0ewrapped_secret\x18\x04 \x01(\x0c\"?\n\x07Refusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12$\n\x07verdict\x18\x02 \x01(\x0b\x32\x13.fedtune.v1.Verdict\"t\n\x0fReleaseResponse\x12.\n\x08released\x18\x01 \x01(\x0b\x32\x1a.fedtune.v1.ReleasedSecretH\x00\x12&\n\x07refused\x18\x02 \x01(\x0b\x32\x13.fedtune.v1.RefusalH\x00\x42\t\n\x07outcome*n\n\nSecretKind\x12\x1b\n\x17SECRET_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSECRET_KIND_MODEL_DATA_KEY\x10\x01\x12#\n\x1fSECRET_KIND_SESSION_CKKS_SECRET\x10\x02\x32\xbb\x03\n\tKeyBroker\x12\x46\n\x0cGetBrokerKey\x12\x1f.fedtune.v1.GetBrokerKeyRequest\x1a\x15.fedtune.v1.BrokerKey\x12N\n\x0bRegisterKey\x12\x1e.fedtune.v1.RegisterKeyRequest\x1a\x1f.fedtune.v1.RegisterKeyResponse\x12\x43\n\tSetPolicy\x12\x1c.fedtune.v1.SetPolicyRequest\x1a\x18.fedtune.v1.PolicyStatus\x12\x43\n\tGetPolicy\x12\x1c.fedtune.v1.GetPolicyRequest\x1a\x18.fedtune.v1.PolicyStatus\x12H\n\tChallenge\x12\x1c.fedtune.v1.ChallengeRequest\x1a\x1d.fedtune.v1.ChallengeResponse\x12\x42\n\x07Release\x12\x1a.fedtune.v1.ReleaseRequest\x1a\x1b.fedtune.v1.ReleaseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64tune/v1/key_broker.proto\x12\nfedtune.v1\x1a\x17\x66\x65\x64tune/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x13GetBrokerKeyRequest\",\n\tBrokerKey\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x0b\n\x03kem\x18\x02 \x01(\t\"z\n\x12RegisterKeyRequest\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\x12\x13\n\x0bwrapped_key\x18\x02 \x01(\x0c\x12*\n\x06policy\x18\x03 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\"R\n\x13RegisterKeyResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\"R\n\x10SetPolicyRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12*\n\x06policy\x18\x02 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\"&\n\x10GetPolicyRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\x8f\x01\n\x0cPolicyStatus\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12*\n\x06policy\x18\x03 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x10\x43hallengeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.fedtune.v1.SecretKind\"R\n\x11\x43hallengeResponse\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\x0eReleaseRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.fedtune.v1.SecretKind\x12\x10\n\x08\x65vidence\x18\x03 \x01(\x0c\x12\x1c\n\x14\x65phemeral_public_key\x18\x04 \x01(\x0c\x12\r\n\x05nonce\x18\x05 \x01(\x0c\"\x9e\x01\n\x0eReleasedSecret\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.fedtune.v1.SecretKind\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x16\n\x0ewrapped_secret\x18\x04 \x01(\x0c\x12\x15\n\rsealed_secret\x18\x05 \x01(\x0c\"-\n\x17GetPublicContextRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"D\n\rPublicContext\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"?\n\x07Refusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12$\n\x07verdict\x18\x02 \x01(\x0b\x32\x13.fedtune.v1.Verdict\"t\n\x0fReleaseResponse\x12.\n\x08released\x18\x01 \x01(\x0b\x32\x1a.fedtune.v1.ReleasedSecretH\x00\x12&\n\x07refused\x18\x02 \x01(\x0b\x32\x13.fedtune.v1.RefusalH\x00\x42\t\n\x07outcome\"T\n\x10ReattestResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12$\n\x07verdict\x18\x03 \x01(\x0b\x32\x13.fedtune.v1.Verdict*\xaa\x01\n\nSecretKind\x12\x1b\n\x17SECRET_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSECRET_KIND_MODEL_DATA_KEY\x10\x01\x12#\n\x1fSECRET_KIND_SESSION_CKKS_SECRET\x10\x02\x12\x1b\n\x17SECRET_KIND_SESSION_KEY\x10\x03\x12\x1d\n\x19SECRET_KIND_REATTESTATION\x10\x04\x32\xd5\x04\n\tKeyBroker\x12\x46\n\x0cGetBrokerKey\x12\x1f.fedtune.v1.GetBrokerKeyRequest\x1a\x15.fedtune.v1.BrokerKey\x12N\n\x0bRegisterKey\x12\x1e.fedtune.v1.RegisterKeyRequest\x1a\x1f.fedtune.v1.RegisterKeyResponse\x12\x43\n\tSetPolicy\x12\x1c.fedtune.v1.SetPolicyRequest\x1a\x18.fedtune.v1.PolicyStatus\x12\x43\n\tGetPolicy\x12\x1c.fedtune.v1.GetPolicyRequest\x1a\x18.fedtune.v1.PolicyStatus\x12H\n\tChallenge\x12\x1c.fedtune.v1.ChallengeRequest\x1a\x1d.fedtune.v1.ChallengeResponse\x12\x42\n\x07Release\x12\x1a.fedtune.v1.ReleaseRequest\x1a\x1b.fedtune.v1.ReleaseResponse\x12R\n\x10GetPublicContext\x12#.fedtune.v1.GetPublicContextRequest\x1a\x19.fedtune.v1.PublicContext\x12\x44\n\x08Reattest\x12\x1a.fedtune.v1.ReleaseRequest\x1a\x1c.fedtune.v1.ReattestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedtune.v1.key_broker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SECRETKIND']._serialized_start=1271
-  _globals['_SECRETKIND']._serialized_end=1381
+  _globals['_SECRETKIND']._serialized_start=1498
+  _globals['_SECRETKIND']._serialized_end=1668
   _globals['_GETBROKERKEYREQUEST']._serialized_start=101
   _globals['_GETBROKERKEYREQUEST']._serialized_end=122
   _globals['_BROKERKEY']._serialized_start=124
@@ -56,11 +56,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELEASEREQUEST']._serialized_start=811
   _globals['_RELEASEREQUEST']._serialized_end=948
   _globals['_RELEASEDSECRET']._serialized_start=951
-  _globals['_RELEASEDSECRET']._serialized_end=1086
-  _globals['_REFUSAL']._serialized_start=1088
-  _globals['_REFUSAL']._serialized_end=1151
-  _globals['_RELEASERESPONSE']._serialized_start=1153
-  _globals['_RELEASERESPONSE']._serialized_end=1269
-  _globals['_KEYBROKER']._serialized_start=1384
-  _globals['_KEYBROKER']._serialized_end=1827
+  _globals['_RELEASEDSECRET']._serialized_end=1109
+  _globals['_GETPUBLICCONTEXTREQUEST']._serialized_start=1111
+  _globals['_GETPUBLICCONTEXTREQUEST']._serialized_end=1156
+  _globals['_PUBLICCONTEXT']._serialized_start=1158
+  _globals['_PUBLICCONTEXT']._serialized_end=1226
+  _globals['_REFUSAL']._serialized_start=1228
+  _globals['_REFUSAL']._serialized_end=1291
+  _globals['_RELEASERESPONSE']._serialized_start=1293
+  _globals['_RELEASERESPONSE']._serialized_end=1409
+  _globals['_REATTESTRESPONSE']._serialized_start=1411
+  _globals['_REATTESTRESPONSE']._serialized_end=1495
+  _globals['_KEYBROKER']._serialized_start=1671
+  _globals['_KEYBROKER']._serialized_end=2268
 # @@protoc_insertion_point(module_scope)

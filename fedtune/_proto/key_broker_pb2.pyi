@@ -15,9 +15,13 @@ class SecretKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SECRET_KIND_UNSPECIFIED: _ClassVar[SecretKind]
     SECRET_KIND_MODEL_DATA_KEY: _ClassVar[SecretKind]
     SECRET_KIND_SESSION_CKKS_SECRET: _ClassVar[SecretKind]
+    SECRET_KIND_SESSION_KEY: _ClassVar[SecretKind]
+    SECRET_KIND_REATTESTATION: _ClassVar[SecretKind]
 SECRET_KIND_UNSPECIFIED: SecretKind
 SECRET_KIND_MODEL_DATA_KEY: SecretKind
 SECRET_KIND_SESSION_CKKS_SECRET: SecretKind
+SECRET_KIND_SESSION_KEY: SecretKind
+SECRET_KIND_REATTESTATION: SecretKind
 
 class GetBrokerKeyRequest(_message.Message):
     __slots__ = ()
@@ -106,16 +110,34 @@ class ReleaseRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., kind: _Optional[_Union[SecretKind, str]] = ..., evidence: _Optional[bytes] = ..., ephemeral_public_key: _Optional[bytes] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class ReleasedSecret(_message.Message):
-    __slots__ = ("kind", "model", "session_id", "wrapped_secret")
+    __slots__ = ("kind", "model", "session_id", "wrapped_secret", "sealed_secret")
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     WRAPPED_SECRET_FIELD_NUMBER: _ClassVar[int]
+    SEALED_SECRET_FIELD_NUMBER: _ClassVar[int]
     kind: SecretKind
     model: _common_pb2.ModelRef
     session_id: str
     wrapped_secret: bytes
-    def __init__(self, kind: _Optional[_Union[SecretKind, str]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., session_id: _Optional[str] = ..., wrapped_secret: _Optional[bytes] = ...) -> None: ...
+    sealed_secret: bytes
+    def __init__(self, kind: _Optional[_Union[SecretKind, str]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., session_id: _Optional[str] = ..., wrapped_secret: _Optional[bytes] = ..., sealed_secret: _Optional[bytes] = ...) -> None: ...
+
+class GetPublicContextRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class PublicContext(_message.Message):
+    __slots__ = ("session_id", "context", "key_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    context: bytes
+    key_id: str
+    def __init__(self, session_id: _Optional[str] = ..., context: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class Refusal(_message.Message):
     __slots__ = ("reason", "verdict")
@@ -132,3 +154,13 @@ class ReleaseResponse(_message.Message):
     released: ReleasedSecret
     refused: Refusal
     def __init__(self, released: _Optional[_Union[ReleasedSecret, _Mapping]] = ..., refused: _Optional[_Union[Refusal, _Mapping]] = ...) -> None: ...
+
+class ReattestResponse(_message.Message):
+    __slots__ = ("ok", "reason", "verdict")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    reason: str
+    verdict: _common_pb2.Verdict
+    def __init__(self, ok: _Optional[bool] = ..., reason: _Optional[str] = ..., verdict: _Optional[_Union[_common_pb2.Verdict, _Mapping]] = ...) -> None: ...

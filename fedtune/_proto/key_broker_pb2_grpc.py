@@ -64,6 +64,16 @@ class KeyBrokerStub:
                 request_serializer=fedtune_dot_v1_dot_key__broker__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=fedtune_dot_v1_dot_key__broker__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.GetPublicContext = channel.unary_unary(
+                '/fedtune.v1.KeyBroker/GetPublicContext',
+                request_serializer=fedtune_dot_v1_dot_key__broker__pb2.GetPublicContextRequest.SerializeToString,
+                response_deserializer=fedtune_dot_v1_dot_key__broker__pb2.PublicContext.FromString,
+                _registered_method=True)
+        self.Reattest = channel.unary_unary(
+                '/fedtune.v1.KeyBroker/Reattest',
+                request_serializer=fedtune_dot_v1_dot_key__broker__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=fedtune_dot_v1_dot_key__broker__pb2.ReattestResponse.FromString,
+                _registered_method=True)
 
 
 class KeyBrokerServicer:
@@ -110,6 +120,23 @@ class KeyBrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPublicContext(self, request, context):
+        """A CKKS session's public context (parameters and public key, no secret key): what the
+        aggregator needs to add ciphertexts, and all it ever gets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reattest(self, request, context):
+        """Periodic re-attestation of a sandbox that is already set up: the same evidence checks as
+        Release (nonce from Challenge with kind REATTESTATION), against the policy in force now;
+        releases nothing. The verdict is audited either way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyBrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +169,16 @@ def add_KeyBrokerServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=fedtune_dot_v1_dot_key__broker__pb2.ReleaseRequest.FromString,
                     response_serializer=fedtune_dot_v1_dot_key__broker__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'GetPublicContext': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPublicContext,
+                    request_deserializer=fedtune_dot_v1_dot_key__broker__pb2.GetPublicContextRequest.FromString,
+                    response_serializer=fedtune_dot_v1_dot_key__broker__pb2.PublicContext.SerializeToString,
+            ),
+            'Reattest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reattest,
+                    request_deserializer=fedtune_dot_v1_dot_key__broker__pb2.ReleaseRequest.FromString,
+                    response_serializer=fedtune_dot_v1_dot_key__broker__pb2.ReattestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -306,6 +343,60 @@ class KeyBroker:
             '/fedtune.v1.KeyBroker/Release',
             fedtune_dot_v1_dot_key__broker__pb2.ReleaseRequest.SerializeToString,
             fedtune_dot_v1_dot_key__broker__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPublicContext(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtune.v1.KeyBroker/GetPublicContext',
+            fedtune_dot_v1_dot_key__broker__pb2.GetPublicContextRequest.SerializeToString,
+            fedtune_dot_v1_dot_key__broker__pb2.PublicContext.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reattest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtune.v1.KeyBroker/Reattest',
+            fedtune_dot_v1_dot_key__broker__pb2.ReleaseRequest.SerializeToString,
+            fedtune_dot_v1_dot_key__broker__pb2.ReattestResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,7 +26,7 @@ from . import common_pb2 as fedtune_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64tune/v1/registry.proto\x12\nfedtune.v1\x1a\x17\x66\x65\x64tune/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"V\n\x12\x42\x65ginUploadRequest\x12,\n\x08manifest\x18\x01 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\x12\x12\n\nchunk_size\x18\x02 \x01(\r\"(\n\nChunkRange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"\xeb\x01\n\x0cUploadStatus\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\x12\x12\n\nchunk_size\x18\x04 \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\r\x12\'\n\x07missing\x18\x06 \x03(\x0b\x32\x16.fedtune.v1.ChunkRange\x12\x15\n\rfirst_missing\x18\x07 \x01(\r\x12\x14\n\x0cstored_bytes\x18\x08 \x01(\x04\x12\x10\n\x08\x63omplete\x18\t \x01(\x08\"M\n\x0bUploadChunk\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06sha256\x18\x04 \x01(\x0c\"*\n\x15\x43ompleteUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"\xaa\x01\n\x0cModelVersion\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\x12\x19\n\x11owner_fingerprint\x18\x02 \x01(\t\x12\x19\n\x11\x63iphertext_sha256\x18\x03 \x01(\x0c\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x31\n\rregistered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x13\n\x11ListModelsRequest\"I\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11owner_fingerprint\x18\x02 \x01(\t\x12\x10\n\x08versions\x18\x03 \x03(\t\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.fedtune.v1.ModelSummary\"$\n\x14\x44\x65scribeModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x97\x01\n\x10ModelDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11owner_fingerprint\x18\x02 \x01(\t\x12*\n\x08versions\x18\x03 \x03(\x0b\x32\x18.fedtune.v1.ModelVersion\x12\x1b\n\x0epolicy_version\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_policy_version\"9\n\x12GetManifestRequest\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\"V\n\x0f\x44ownloadRequest\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\x04\")\n\tBlobChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x32\x92\x04\n\x08Registry\x12G\n\x0b\x42\x65ginUpload\x12\x1e.fedtune.v1.BeginUploadRequest\x1a\x18.fedtune.v1.UploadStatus\x12\x43\n\x0cUploadChunks\x12\x17.fedtune.v1.UploadChunk\x1a\x18.fedtune.v1.UploadStatus(\x01\x12M\n\x0e\x43ompleteUpload\x12!.fedtune.v1.CompleteUploadRequest\x1a\x18.fedtune.v1.ModelVersion\x12K\n\nListModels\x12\x1d.fedtune.v1.ListModelsRequest\x1a\x1e.fedtune.v1.ListModelsResponse\x12O\n\rDescribeModel\x12 .fedtune.v1.DescribeModelRequest\x1a\x1c.fedtune.v1.ModelDescription\x12I\n\x0bGetManifest\x12\x1e.fedtune.v1.GetManifestRequest\x1a\x1a.fedtune.v1.SignedDocument\x12@\n\x08\x44ownload\x12\x1b.fedtune.v1.DownloadRequest\x1a\x15.fedtune.v1.BlobChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64tune/v1/registry.proto\x12\nfedtune.v1\x1a\x17\x66\x65\x64tune/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"V\n\x12\x42\x65ginUploadRequest\x12,\n\x08manifest\x18\x01 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\x12\x12\n\nchunk_size\x18\x02 \x01(\r\"(\n\nChunkRange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"\xeb\x01\n\x0cUploadStatus\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\x12\x12\n\nchunk_size\x18\x04 \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\r\x12\'\n\x07missing\x18\x06 \x03(\x0b\x32\x16.fedtune.v1.ChunkRange\x12\x15\n\rfirst_missing\x18\x07 \x01(\r\x12\x14\n\x0cstored_bytes\x18\x08 \x01(\x04\x12\x10\n\x08\x63omplete\x18\t \x01(\x08\"M\n\x0bUploadChunk\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x0c\"*\n\x15\x43ompleteUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"\xc4\x01\n\x0cModelVersion\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\x12\x19\n\x11owner_fingerprint\x18\x02 \x01(\t\x12\x19\n\x11\x63iphertext_digest\x18\x03 \x01(\x0c\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x31\n\rregistered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64igest_algorithm\x18\x06 \x01(\t\"\x13\n\x11ListModelsRequest\"I\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11owner_fingerprint\x18\x02 \x01(\t\x12\x10\n\x08versions\x18\x03 \x03(\t\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.fedtune.v1.ModelSummary\"$\n\x14\x44\x65scribeModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x97\x01\n\x10ModelDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11owner_fingerprint\x18\x02 \x01(\t\x12*\n\x08versions\x18\x03 \x03(\x0b\x32\x18.fedtune.v1.ModelVersion\x12\x1b\n\x0epolicy_version\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_policy_version\"9\n\x12GetManifestRequest\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\"V\n\x0f\x44ownloadRequest\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.fedtune.v1.ModelRef\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\x04\")\n\tBlobChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xac\x01\n\x13SealedAdapterHeader\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsealed_sha256\x18\x02 \x01(\t\x12\x13\n\x0bsealed_size\x18\x03 \x01(\x04\x12\x13\n\x0b\x63ontent_mac\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x13\n\x0b\x61\x66ter_round\x18\x06 \x01(\x04\x12\x1b\n\x13\x61\x64\x61pter_fingerprint\x18\x07 \x01(\t\"a\n\x13SealedAdapterUpload\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32\x1f.fedtune.v1.SealedAdapterHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x98\x02\n\x11SealedAdapterInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsealed_sha256\x18\x02 \x01(\t\x12\x13\n\x0bsealed_size\x18\x03 \x01(\x04\x12\x13\n\x0b\x63ontent_mac\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x13\n\x0b\x61\x66ter_round\x18\x06 \x01(\x04\x12\x1b\n\x13\x61\x64\x61pter_fingerprint\x18\x07 \x01(\t\x12\x13\n\x0buploaded_by\x18\x08 \x01(\t\x12\x14\n\x0c\x63onfirmed_by\x18\t \x03(\t\x12-\n\tstored_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nstored_now\x18\x0b \x01(\x08\"-\n\x17GetSealedAdapterRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t2\xba\x05\n\x08Registry\x12G\n\x0b\x42\x65ginUpload\x12\x1e.fedtune.v1.BeginUploadRequest\x1a\x18.fedtune.v1.UploadStatus\x12\x43\n\x0cUploadChunks\x12\x17.fedtune.v1.UploadChunk\x1a\x18.fedtune.v1.UploadStatus(\x01\x12M\n\x0e\x43ompleteUpload\x12!.fedtune.v1.CompleteUploadRequest\x1a\x18.fedtune.v1.ModelVersion\x12K\n\nListModels\x12\x1d.fedtune.v1.ListModelsRequest\x1a\x1e.fedtune.v1.ListModelsResponse\x12O\n\rDescribeModel\x12 .fedtune.v1.DescribeModelRequest\x1a\x1c.fedtune.v1.ModelDescription\x12I\n\x0bGetManifest\x12\x1e.fedtune.v1.GetManifestRequest\x1a\x1a.fedtune.v1.SignedDocument\x12@\n\x08\x44ownload\x12\x1b.fedtune.v1.DownloadRequest\x1a\x15.fedtune.v1.BlobChunk0\x01\x12T\n\x10PutSealedAdapter\x12\x1f.fedtune.v1.SealedAdapterUpload\x1a\x1d.fedtune.v1.SealedAdapterInfo(\x01\x12P\n\x10GetSealedAdapter\x12#.fedtune.v1.GetSealedAdapterRequest\x1a\x15.fedtune.v1.BlobChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,23 +44,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPLETEUPLOADREQUEST']._serialized_start=546
   _globals['_COMPLETEUPLOADREQUEST']._serialized_end=588
   _globals['_MODELVERSION']._serialized_start=591
-  _globals['_MODELVERSION']._serialized_end=761
-  _globals['_LISTMODELSREQUEST']._serialized_start=763
-  _globals['_LISTMODELSREQUEST']._serialized_end=782
-  _globals['_MODELSUMMARY']._serialized_start=784
-  _globals['_MODELSUMMARY']._serialized_end=857
-  _globals['_LISTMODELSRESPONSE']._serialized_start=859
-  _globals['_LISTMODELSRESPONSE']._serialized_end=921
-  _globals['_DESCRIBEMODELREQUEST']._serialized_start=923
-  _globals['_DESCRIBEMODELREQUEST']._serialized_end=959
-  _globals['_MODELDESCRIPTION']._serialized_start=962
-  _globals['_MODELDESCRIPTION']._serialized_end=1113
-  _globals['_GETMANIFESTREQUEST']._serialized_start=1115
-  _globals['_GETMANIFESTREQUEST']._serialized_end=1172
-  _globals['_DOWNLOADREQUEST']._serialized_start=1174
-  _globals['_DOWNLOADREQUEST']._serialized_end=1260
-  _globals['_BLOBCHUNK']._serialized_start=1262
-  _globals['_BLOBCHUNK']._serialized_end=1303
-  _globals['_REGISTRY']._serialized_start=1306
-  _globals['_REGISTRY']._serialized_end=1836
+  _globals['_MODELVERSION']._serialized_end=787
+  _globals['_LISTMODELSREQUEST']._serialized_start=789
+  _globals['_LISTMODELSREQUEST']._serialized_end=808
+  _globals['_MODELSUMMARY']._serialized_start=810
+  _globals['_MODELSUMMARY']._serialized_end=883
+  _globals['_LISTMODELSRESPONSE']._serialized_start=885
+  _globals['_LISTMODELSRESPONSE']._serialized_end=947
+  _globals['_DESCRIBEMODELREQUEST']._serialized_start=949
+  _globals['_DESCRIBEMODELREQUEST']._serialized_end=985
+  _globals['_MODELDESCRIPTION']._serialized_start=988
+  _globals['_MODELDESCRIPTION']._serialized_end=1139
+  _globals['_GETMANIFESTREQUEST']._serialized_start=1141
+  _globals['_GETMANIFESTREQUEST']._serialized_end=1198
+  _globals['_DOWNLOADREQUEST']._serialized_start=1200
+  _globals['_DOWNLOADREQUEST']._serialized_end=1286
+  _globals['_BLOBCHUNK']._serialized_start=1288
+  _globals['_BLOBCHUNK']._serialized_end=1329
+  _globals['_SEALEDADAPTERHEADER']._serialized_start=1332
+  _globals['_SEALEDADAPTERHEADER']._serialized_end=1504
+  _globals['_SEALEDADAPTERUPLOAD']._serialized_start=1506
+  _globals['_SEALEDADAPTERUPLOAD']._serialized_end=1603
+  _globals['_SEALEDADAPTERINFO']._serialized_start=1606
+  _globals['_SEALEDADAPTERINFO']._serialized_end=1886
+  _globals['_GETSEALEDADAPTERREQUEST']._serialized_start=1888
+  _globals['_GETSEALEDADAPTERREQUEST']._serialized_end=1933
+  _globals['_REGISTRY']._serialized_start=1936
+  _globals['_REGISTRY']._serialized_end=2634
 # @@protoc_insertion_point(module_scope)

@@ -49,16 +49,16 @@ class UploadStatus(_message.Message):
     def __init__(self, upload_id: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., total_size: _Optional[int] = ..., chunk_size: _Optional[int] = ..., chunk_count: _Optional[int] = ..., missing: _Optional[_Iterable[_Union[ChunkRange, _Mapping]]] = ..., first_missing: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...
 
 class UploadChunk(_message.Message):
-    __slots__ = ("upload_id", "index", "data", "sha256")
+    __slots__ = ("upload_id", "index", "data", "digest")
     UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
-    SHA256_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     upload_id: str
     index: int
     data: bytes
-    sha256: bytes
-    def __init__(self, upload_id: _Optional[str] = ..., index: _Optional[int] = ..., data: _Optional[bytes] = ..., sha256: _Optional[bytes] = ...) -> None: ...
+    digest: bytes
+    def __init__(self, upload_id: _Optional[str] = ..., index: _Optional[int] = ..., data: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class CompleteUploadRequest(_message.Message):
     __slots__ = ("upload_id",)
@@ -67,18 +67,20 @@ class CompleteUploadRequest(_message.Message):
     def __init__(self, upload_id: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("model", "owner_fingerprint", "ciphertext_sha256", "size", "registered_at")
+    __slots__ = ("model", "owner_fingerprint", "ciphertext_digest", "size", "registered_at", "digest_algorithm")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     OWNER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
-    CIPHERTEXT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     model: _common_pb2.ModelRef
     owner_fingerprint: str
-    ciphertext_sha256: bytes
+    ciphertext_digest: bytes
     size: int
     registered_at: _timestamp_pb2.Timestamp
-    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., owner_fingerprint: _Optional[str] = ..., ciphertext_sha256: _Optional[bytes] = ..., size: _Optional[int] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    digest_algorithm: str
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., owner_fingerprint: _Optional[str] = ..., ciphertext_digest: _Optional[bytes] = ..., size: _Optional[int] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., digest_algorithm: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -141,3 +143,61 @@ class BlobChunk(_message.Message):
     offset: int
     data: bytes
     def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class SealedAdapterHeader(_message.Message):
+    __slots__ = ("session_id", "sealed_sha256", "sealed_size", "content_mac", "key_id", "after_round", "adapter_fingerprint")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEALED_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SEALED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_MAC_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ROUND_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    sealed_sha256: str
+    sealed_size: int
+    content_mac: str
+    key_id: str
+    after_round: int
+    adapter_fingerprint: str
+    def __init__(self, session_id: _Optional[str] = ..., sealed_sha256: _Optional[str] = ..., sealed_size: _Optional[int] = ..., content_mac: _Optional[str] = ..., key_id: _Optional[str] = ..., after_round: _Optional[int] = ..., adapter_fingerprint: _Optional[str] = ...) -> None: ...
+
+class SealedAdapterUpload(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: SealedAdapterHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[SealedAdapterHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class SealedAdapterInfo(_message.Message):
+    __slots__ = ("session_id", "sealed_sha256", "sealed_size", "content_mac", "key_id", "after_round", "adapter_fingerprint", "uploaded_by", "confirmed_by", "stored_at", "stored_now")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEALED_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SEALED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_MAC_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ROUND_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_BY_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_BY_FIELD_NUMBER: _ClassVar[int]
+    STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    STORED_NOW_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    sealed_sha256: str
+    sealed_size: int
+    content_mac: str
+    key_id: str
+    after_round: int
+    adapter_fingerprint: str
+    uploaded_by: str
+    confirmed_by: _containers.RepeatedScalarFieldContainer[str]
+    stored_at: _timestamp_pb2.Timestamp
+    stored_now: bool
+    def __init__(self, session_id: _Optional[str] = ..., sealed_sha256: _Optional[str] = ..., sealed_size: _Optional[int] = ..., content_mac: _Optional[str] = ..., key_id: _Optional[str] = ..., after_round: _Optional[int] = ..., adapter_fingerprint: _Optional[str] = ..., uploaded_by: _Optional[str] = ..., confirmed_by: _Optional[_Iterable[str]] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stored_now: _Optional[bool] = ...) -> None: ...
+
+class GetSealedAdapterRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...

@@ -70,6 +70,16 @@ class RegistryStub:
                 request_serializer=fedtune_dot_v1_dot_registry__pb2.DownloadRequest.SerializeToString,
                 response_deserializer=fedtune_dot_v1_dot_registry__pb2.BlobChunk.FromString,
                 _registered_method=True)
+        self.PutSealedAdapter = channel.stream_unary(
+                '/fedtune.v1.Registry/PutSealedAdapter',
+                request_serializer=fedtune_dot_v1_dot_registry__pb2.SealedAdapterUpload.SerializeToString,
+                response_deserializer=fedtune_dot_v1_dot_registry__pb2.SealedAdapterInfo.FromString,
+                _registered_method=True)
+        self.GetSealedAdapter = channel.unary_stream(
+                '/fedtune.v1.Registry/GetSealedAdapter',
+                request_serializer=fedtune_dot_v1_dot_registry__pb2.GetSealedAdapterRequest.SerializeToString,
+                response_deserializer=fedtune_dot_v1_dot_registry__pb2.BlobChunk.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -122,6 +132,23 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutSealedAdapter(self, request_iterator, context):
+        """A data owner of the session stores the session's final adapter as its sandbox sealed it
+        under the session key: the header first, then the sealed bytes in order. The first upload
+        of a session is kept; a later one must carry the same content MAC (the owners' sandboxes
+        agree on the adapter) and is recorded as a confirmation, not stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSealedAdapter(self, request, context):
+        """The session's sealed adapter, to a party of the session (ciphertext only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +185,16 @@ def add_RegistryServicer_to_server(servicer, server):
             'Download': grpc.unary_stream_rpc_method_handler(
                     servicer.Download,
                     request_deserializer=fedtune_dot_v1_dot_registry__pb2.DownloadRequest.FromString,
+                    response_serializer=fedtune_dot_v1_dot_registry__pb2.BlobChunk.SerializeToString,
+            ),
+            'PutSealedAdapter': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutSealedAdapter,
+                    request_deserializer=fedtune_dot_v1_dot_registry__pb2.SealedAdapterUpload.FromString,
+                    response_serializer=fedtune_dot_v1_dot_registry__pb2.SealedAdapterInfo.SerializeToString,
+            ),
+            'GetSealedAdapter': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetSealedAdapter,
+                    request_deserializer=fedtune_dot_v1_dot_registry__pb2.GetSealedAdapterRequest.FromString,
                     response_serializer=fedtune_dot_v1_dot_registry__pb2.BlobChunk.SerializeToString,
             ),
     }
@@ -349,6 +386,60 @@ class Registry:
             target,
             '/fedtune.v1.Registry/Download',
             fedtune_dot_v1_dot_registry__pb2.DownloadRequest.SerializeToString,
+            fedtune_dot_v1_dot_registry__pb2.BlobChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutSealedAdapter(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/fedtune.v1.Registry/PutSealedAdapter',
+            fedtune_dot_v1_dot_registry__pb2.SealedAdapterUpload.SerializeToString,
+            fedtune_dot_v1_dot_registry__pb2.SealedAdapterInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSealedAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedtune.v1.Registry/GetSealedAdapter',
+            fedtune_dot_v1_dot_registry__pb2.GetSealedAdapterRequest.SerializeToString,
             fedtune_dot_v1_dot_registry__pb2.BlobChunk.FromString,
             options,
             channel_credentials,

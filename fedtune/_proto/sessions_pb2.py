@@ -26,15 +26,21 @@ from . import common_pb2 as fedtune_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64tune/v1/sessions.proto\x12\nfedtune.v1\x1a\x17\x66\x65\x64tune/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n\x14\x43reateSessionRequest\x12)\n\x05terms\x18\x01 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\x12\x19\n\x11owner_public_keys\x18\x02 \x03(\x0c\"o\n\x13InviteOwnersRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x05terms\x18\x02 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\x12\x19\n\x11owner_public_keys\x18\x03 \x03(\x0c\"=\n\x14\x41\x63\x63\x65ptSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"7\n\x11TransitionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"J\n\x14\x46inishSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61iled\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x15\n\x13ListSessionsRequest\"s\n\x0bParticipant\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xad\x01\n\nTransition\x12,\n\nfrom_state\x18\x01 \x01(\x0e\x32\x18.fedtune.v1.SessionState\x12*\n\x08to_state\x18\x02 \x01(\x0e\x32\x18.fedtune.v1.SessionState\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x02\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x05terms\x18\x02 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\x12\x0f\n\x07\x63reator\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.fedtune.v1.SessionState\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12-\n\x0cparticipants\x18\x06 \x03(\x0b\x32\x17.fedtune.v1.Participant\x12+\n\x0btransitions\x18\x07 \x03(\x0b\x32\x16.fedtune.v1.Transition\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x14ListSessionsResponse\x12)\n\x08sessions\x18\x01 \x03(\x0b\x32\x17.fedtune.v1.SessionInfo*\xce\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_STATE_CREATED\x10\x01\x12\x16\n\x12SESSION_STATE_OPEN\x10\x02\x12\x19\n\x15SESSION_STATE_RUNNING\x10\x03\x12\x1a\n\x16SESSION_STATE_FINISHED\x10\x04\x12\x18\n\x14SESSION_STATE_FAILED\x10\x05\x12\x1b\n\x17SESSION_STATE_CANCELLED\x10\x06\x32\xac\x05\n\x08Sessions\x12J\n\rCreateSession\x12 .fedtune.v1.CreateSessionRequest\x1a\x17.fedtune.v1.SessionInfo\x12H\n\x0cInviteOwners\x12\x1f.fedtune.v1.InviteOwnersRequest\x1a\x17.fedtune.v1.SessionInfo\x12J\n\rAcceptSession\x12 .fedtune.v1.AcceptSessionRequest\x1a\x17.fedtune.v1.SessionInfo\x12\x46\n\x0cStartSession\x12\x1d.fedtune.v1.TransitionRequest\x1a\x17.fedtune.v1.SessionInfo\x12J\n\rFinishSession\x12 .fedtune.v1.FinishSessionRequest\x1a\x17.fedtune.v1.SessionInfo\x12G\n\rCancelSession\x12\x1d.fedtune.v1.TransitionRequest\x1a\x17.fedtune.v1.SessionInfo\x12\x44\n\nGetSession\x12\x1d.fedtune.v1.GetSessionRequest\x1a\x17.fedtune.v1.SessionInfo\x12Q\n\x0cListSessions\x12\x1f.fedtune.v1.ListSessionsRequest\x1a .fedtune.v1.ListSessionsResponse\x12H\n\x0cWatchSession\x12\x1d.fedtune.v1.GetSessionRequest\x1a\x17.fedtune.v1.SessionInfo0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64tune/v1/sessions.proto\x12\nfedtune.v1\x1a\x17\x66\x65\x64tune/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n\x14\x43reateSessionRequest\x12)\n\x05terms\x18\x01 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\x12\x19\n\x11owner_public_keys\x18\x02 \x03(\x0c\"o\n\x13InviteOwnersRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x05terms\x18\x02 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\x12\x19\n\x11owner_public_keys\x18\x03 \x03(\x0c\"=\n\x14\x41\x63\x63\x65ptSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"7\n\x11TransitionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"J\n\x14\x46inishSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61iled\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x15\n\x13ListSessionsRequest\"\xcc\x01\n\x0bParticipant\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\x1c\n\x14\x61\x63\x63\x65ptance_signature\x18\x06 \x01(\x0c\x12%\n\x08node_key\x18\x07 \x01(\x0b\x32\x13.fedtune.v1.NodeKey\"c\n\x07NodeKey\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x31\n\rregistered_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"S\n\x16RegisterNodeKeyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xcf\x02\n\nRoundEvent\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.fedtune.v1.RoundEventKind\x12\r\n\x05round\x18\x02 \x01(\x04\x12\r\n\x05party\x18\x03 \x01(\t\x12\r\n\x05stage\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t\x12\x34\n\x07metrics\x18\x07 \x03(\x0b\x32#.fedtune.v1.RoundEvent.MetricsEntry\x12\x34\n\x07\x64\x65tails\x18\x08 \x03(\x0b\x32#.fedtune.v1.RoundEvent.DetailsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x18RecordRoundEventsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.fedtune.v1.RoundEvent\"-\n\x19RecordRoundEventsResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x04\"=\n\x17PutSessionReportRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06report\x18\x02 \x01(\x0c\"k\n\x15SessionReportDocument\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06report\x18\x02 \x01(\x0c\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xad\x01\n\nTransition\x12,\n\nfrom_state\x18\x01 \x01(\x0e\x32\x18.fedtune.v1.SessionState\x12*\n\x08to_state\x18\x02 \x01(\x0e\x32\x18.fedtune.v1.SessionState\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x02\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x05terms\x18\x02 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\x12\x0f\n\x07\x63reator\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.fedtune.v1.SessionState\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12-\n\x0cparticipants\x18\x06 \x03(\x0b\x32\x17.fedtune.v1.Participant\x12+\n\x0btransitions\x18\x07 \x03(\x0b\x32\x16.fedtune.v1.Transition\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x14ListSessionsResponse\x12)\n\x08sessions\x18\x01 \x03(\x0b\x32\x17.fedtune.v1.SessionInfo\"\xa6\x01\n\x13OwnerVerdictRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12$\n\x07verdict\x18\x05 \x01(\x0b\x32\x13.fedtune.v1.Verdict\x12\x15\n\rpolicy_digest\x18\x06 \x01(\t\x12\x13\n\x0bmeasurement\x18\x07 \x01(\x0c\"(\n\x14OwnerVerdictResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x04\"X\n\x14\x41pproveExportRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x08\x61pproval\x18\x02 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\"\xae\x01\n\x12\x45xportApprovalInfo\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x64\x61pter_sha256\x18\x03 \x01(\t\x12/\n\x0b\x61pproved_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x61pproval\x18\x05 \x01(\x0b\x32\x1a.fedtune.v1.SignedDocument\"4\n\x0fMissingApproval\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\x9b\x01\n\x0c\x45xportStatus\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x64\x61pter_sha256\x18\x02 \x01(\t\x12\x31\n\tapprovals\x18\x03 \x03(\x0b\x32\x1e.fedtune.v1.ExportApprovalInfo\x12,\n\x07missing\x18\x04 \x03(\x0b\x32\x1b.fedtune.v1.MissingApproval\"A\n\rExportRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1c\n\x14recipient_public_key\x18\x02 \x01(\x0c\"\x80\x01\n\rExportGranted\x12\x1b\n\x13wrapped_session_key\x18\x01 \x01(\x0c\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x64\x61pter_sha256\x18\x03 \x01(\t\x12\x13\n\x0bsealed_size\x18\x04 \x01(\x04\x12\x13\n\x0b\x63ontent_mac\x18\x05 \x01(\t\"M\n\rExportRefusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12,\n\x07missing\x18\x02 \x03(\x0b\x32\x1b.fedtune.v1.MissingApproval\"w\n\x0e\x45xportResponse\x12,\n\x07granted\x18\x01 \x01(\x0b\x32\x19.fedtune.v1.ExportGrantedH\x00\x12,\n\x07refused\x18\x02 \x01(\x0b\x32\x19.fedtune.v1.ExportRefusalH\x00\x42\t\n\x07outcome*\xce\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_STATE_CREATED\x10\x01\x12\x16\n\x12SESSION_STATE_OPEN\x10\x02\x12\x19\n\x15SESSION_STATE_RUNNING\x10\x03\x12\x1a\n\x16SESSION_STATE_FINISHED\x10\x04\x12\x18\n\x14SESSION_STATE_FAILED\x10\x05\x12\x1b\n\x17SESSION_STATE_CANCELLED\x10\x06*\xa0\x02\n\x0eRoundEventKind\x12 \n\x1cROUND_EVENT_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cROUND_EVENT_KIND_ROUND_START\x10\x01\x12!\n\x1dROUND_EVENT_KIND_ROUND_FINISH\x10\x02\x12!\n\x1dROUND_EVENT_KIND_ROUND_FAILED\x10\x03\x12\x1c\n\x18ROUND_EVENT_KIND_DROPOUT\x10\x04\x12\x1e\n\x1aROUND_EVENT_KIND_EXCLUSION\x10\x05\x12%\n!ROUND_EVENT_KIND_AGGREGATE_COMMIT\x10\x06\x12\x1f\n\x1bROUND_EVENT_KIND_EVALUATION\x10\x07\x32\xf7\t\n\x08Sessions\x12J\n\rCreateSession\x12 .fedtune.v1.CreateSessionRequest\x1a\x17.fedtune.v1.SessionInfo\x12H\n\x0cInviteOwners\x12\x1f.fedtune.v1.InviteOwnersRequest\x1a\x17.fedtune.v1.SessionInfo\x12J\n\rAcceptSession\x12 .fedtune.v1.AcceptSessionRequest\x1a\x17.fedtune.v1.SessionInfo\x12\x46\n\x0cStartSession\x12\x1d.fedtune.v1.TransitionRequest\x1a\x17.fedtune.v1.SessionInfo\x12J\n\rFinishSession\x12 .fedtune.v1.FinishSessionRequest\x1a\x17.fedtune.v1.SessionInfo\x12G\n\rCancelSession\x12\x1d.fedtune.v1.TransitionRequest\x1a\x17.fedtune.v1.SessionInfo\x12\x44\n\nGetSession\x12\x1d.fedtune.v1.GetSessionRequest\x1a\x17.fedtune.v1.SessionInfo\x12Q\n\x0cListSessions\x12\x1f.fedtune.v1.ListSessionsRequest\x1a .fedtune.v1.ListSessionsResponse\x12H\n\x0cWatchSession\x12\x1d.fedtune.v1.GetSessionRequest\x1a\x17.fedtune.v1.SessionInfo0\x01\x12N\n\x0fRegisterNodeKey\x12\".fedtune.v1.RegisterNodeKeyRequest\x1a\x17.fedtune.v1.SessionInfo\x12`\n\x11RecordRoundEvents\x12$.fedtune.v1.RecordRoundEventsRequest\x1a%.fedtune.v1.RecordRoundEventsResponse\x12Z\n\x10PutSessionReport\x12#.fedtune.v1.PutSessionReportRequest\x1a!.fedtune.v1.SessionReportDocument\x12T\n\x10GetSessionReport\x12\x1d.fedtune.v1.GetSessionRequest\x1a!.fedtune.v1.SessionReportDocument\x12W\n\x12RecordOwnerVerdict\x12\x1f.fedtune.v1.OwnerVerdictRequest\x1a .fedtune.v1.OwnerVerdictResponse\x12K\n\rApproveExport\x12 .fedtune.v1.ApproveExportRequest\x1a\x18.fedtune.v1.ExportStatus\x12?\n\x06\x45xport\x12\x19.fedtune.v1.ExportRequest\x1a\x1a.fedtune.v1.ExportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedtune.v1.sessions_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SESSIONSTATE']._serialized_start=1220
-  _globals['_SESSIONSTATE']._serialized_end=1426
+  _globals['_ROUNDEVENT_METRICSENTRY']._loaded_options = None
+  _globals['_ROUNDEVENT_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_ROUNDEVENT_DETAILSENTRY']._loaded_options = None
+  _globals['_ROUNDEVENT_DETAILSENTRY']._serialized_options = b'8\001'
+  _globals['_SESSIONSTATE']._serialized_start=3229
+  _globals['_SESSIONSTATE']._serialized_end=3435
+  _globals['_ROUNDEVENTKIND']._serialized_start=3438
+  _globals['_ROUNDEVENTKIND']._serialized_end=3726
   _globals['_CREATESESSIONREQUEST']._serialized_start=99
   _globals['_CREATESESSIONREQUEST']._serialized_end=191
   _globals['_INVITEOWNERSREQUEST']._serialized_start=193
@@ -49,14 +55,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSESSIONREQUEST']._serialized_end=541
   _globals['_LISTSESSIONSREQUEST']._serialized_start=543
   _globals['_LISTSESSIONSREQUEST']._serialized_end=564
-  _globals['_PARTICIPANT']._serialized_start=566
-  _globals['_PARTICIPANT']._serialized_end=681
-  _globals['_TRANSITION']._serialized_start=684
-  _globals['_TRANSITION']._serialized_end=857
-  _globals['_SESSIONINFO']._serialized_start=860
-  _globals['_SESSIONINFO']._serialized_end=1150
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1152
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1217
-  _globals['_SESSIONS']._serialized_start=1429
-  _globals['_SESSIONS']._serialized_end=2113
+  _globals['_PARTICIPANT']._serialized_start=567
+  _globals['_PARTICIPANT']._serialized_end=771
+  _globals['_NODEKEY']._serialized_start=773
+  _globals['_NODEKEY']._serialized_end=872
+  _globals['_REGISTERNODEKEYREQUEST']._serialized_start=874
+  _globals['_REGISTERNODEKEYREQUEST']._serialized_end=957
+  _globals['_ROUNDEVENT']._serialized_start=960
+  _globals['_ROUNDEVENT']._serialized_end=1295
+  _globals['_ROUNDEVENT_METRICSENTRY']._serialized_start=1201
+  _globals['_ROUNDEVENT_METRICSENTRY']._serialized_end=1247
+  _globals['_ROUNDEVENT_DETAILSENTRY']._serialized_start=1249
+  _globals['_ROUNDEVENT_DETAILSENTRY']._serialized_end=1295
+  _globals['_RECORDROUNDEVENTSREQUEST']._serialized_start=1297
+  _globals['_RECORDROUNDEVENTSREQUEST']._serialized_end=1383
+  _globals['_RECORDROUNDEVENTSRESPONSE']._serialized_start=1385
+  _globals['_RECORDROUNDEVENTSRESPONSE']._serialized_end=1430
+  _globals['_PUTSESSIONREPORTREQUEST']._serialized_start=1432
+  _globals['_PUTSESSIONREPORTREQUEST']._serialized_end=1493
+  _globals['_SESSIONREPORTDOCUMENT']._serialized_start=1495
+  _globals['_SESSIONREPORTDOCUMENT']._serialized_end=1602
+  _globals['_TRANSITION']._serialized_start=1605
+  _globals['_TRANSITION']._serialized_end=1778
+  _globals['_SESSIONINFO']._serialized_start=1781
+  _globals['_SESSIONINFO']._serialized_end=2071
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2073
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2138
+  _globals['_OWNERVERDICTREQUEST']._serialized_start=2141
+  _globals['_OWNERVERDICTREQUEST']._serialized_end=2307
+  _globals['_OWNERVERDICTRESPONSE']._serialized_start=2309
+  _globals['_OWNERVERDICTRESPONSE']._serialized_end=2349
+  _globals['_APPROVEEXPORTREQUEST']._serialized_start=2351
+  _globals['_APPROVEEXPORTREQUEST']._serialized_end=2439
+  _globals['_EXPORTAPPROVALINFO']._serialized_start=2442
+  _globals['_EXPORTAPPROVALINFO']._serialized_end=2616
+  _globals['_MISSINGAPPROVAL']._serialized_start=2618
+  _globals['_MISSINGAPPROVAL']._serialized_end=2670
+  _globals['_EXPORTSTATUS']._serialized_start=2673
+  _globals['_EXPORTSTATUS']._serialized_end=2828
+  _globals['_EXPORTREQUEST']._serialized_start=2830
+  _globals['_EXPORTREQUEST']._serialized_end=2895
+  _globals['_EXPORTGRANTED']._serialized_start=2898
+  _globals['_EXPORTGRANTED']._serialized_end=3026
+  _globals['_EXPORTREFUSAL']._serialized_start=3028
+  _globals['_EXPORTREFUSAL']._serialized_end=3105
+  _globals['_EXPORTRESPONSE']._serialized_start=3107
+  _globals['_EXPORTRESPONSE']._serialized_end=3226
+  _globals['_SESSIONS']._serialized_start=3729
+  _globals['_SESSIONS']._serialized_end=5000
 # @@protoc_insertion_point(module_scope)

@@ -79,6 +79,41 @@ class SessionsStub:
                 request_serializer=fedtune_dot_v1_dot_sessions__pb2.GetSessionRequest.SerializeToString,
                 response_deserializer=fedtune_dot_v1_dot_sessions__pb2.SessionInfo.FromString,
                 _registered_method=True)
+        self.RegisterNodeKey = channel.unary_unary(
+                '/fedtune.v1.Sessions/RegisterNodeKey',
+                request_serializer=fedtune_dot_v1_dot_sessions__pb2.RegisterNodeKeyRequest.SerializeToString,
+                response_deserializer=fedtune_dot_v1_dot_sessions__pb2.SessionInfo.FromString,
+                _registered_method=True)
+        self.RecordRoundEvents = channel.unary_unary(
+                '/fedtune.v1.Sessions/RecordRoundEvents',
+                request_serializer=fedtune_dot_v1_dot_sessions__pb2.RecordRoundEventsRequest.SerializeToString,
+                response_deserializer=fedtune_dot_v1_dot_sessions__pb2.RecordRoundEventsResponse.FromString,
+                _registered_method=True)
+        self.PutSessionReport = channel.unary_unary(
+                '/fedtune.v1.Sessions/PutSessionReport',
+                request_serializer=fedtune_dot_v1_dot_sessions__pb2.PutSessionReportRequest.SerializeToString,
+                response_deserializer=fedtune_dot_v1_dot_sessions__pb2.SessionReportDocument.FromString,
+                _registered_method=True)
+        self.GetSessionReport = channel.unary_unary(
+                '/fedtune.v1.Sessions/GetSessionReport',
+                request_serializer=fedtune_dot_v1_dot_sessions__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=fedtune_dot_v1_dot_sessions__pb2.SessionReportDocument.FromString,
+                _registered_method=True)
+        self.RecordOwnerVerdict = channel.unary_unary(
+                '/fedtune.v1.Sessions/RecordOwnerVerdict',
+                request_serializer=fedtune_dot_v1_dot_sessions__pb2.OwnerVerdictRequest.SerializeToString,
+                response_deserializer=fedtune_dot_v1_dot_sessions__pb2.OwnerVerdictResponse.FromString,
+                _registered_method=True)
+        self.ApproveExport = channel.unary_unary(
+                '/fedtune.v1.Sessions/ApproveExport',
+                request_serializer=fedtune_dot_v1_dot_sessions__pb2.ApproveExportRequest.SerializeToString,
+                response_deserializer=fedtune_dot_v1_dot_sessions__pb2.ExportStatus.FromString,
+                _registered_method=True)
+        self.Export = channel.unary_unary(
+                '/fedtune.v1.Sessions/Export',
+                request_serializer=fedtune_dot_v1_dot_sessions__pb2.ExportRequest.SerializeToString,
+                response_deserializer=fedtune_dot_v1_dot_sessions__pb2.ExportResponse.FromString,
+                _registered_method=True)
 
 
 class SessionsServicer:
@@ -145,6 +180,67 @@ class SessionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterNodeKey(self, request, context):
+        """An accepted data owner names the SuperNode that carries its rounds: the OpenSSH public
+        key of its SuperNode authentication key, signed by its identity (context
+        "supernode-key"). The operator registers exactly that key with the SuperLink, under the
+        owner's fingerprint as the node's name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordRoundEvents(self, request, context):
+        """The aggregator (the operator's ServerApp) puts what happened in the rounds on the record:
+        round start and finish, dropouts, exclusions, aggregate commits, evaluations. Each event
+        is one audit log entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutSessionReport(self, request, context):
+        """The aggregator stores the session report (JSON of fedtune.federated.SessionReport).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSessionReport(self, request, context):
+        """The session report, for the operator and the session's participants.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordOwnerVerdict(self, request, context):
+        """A data owner puts its own verdict on its sandbox on the record: whether the sandbox's
+        evidence satisfied the owner's own policy (before any record was exposed to it, and at
+        each re-attestation). Independent of the operator: the owner is a relying party too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveExport(self, request, context):
+        """The provider or an invited owner approves exporting the session's sealed adapter: an
+        ExportApproval document (session, sealed adapter digest, approver, time) signed in context
+        "export-approval".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Export(self, request, context):
+        """A party of the session asks for the session key, HPKE-wrapped to a fresh key of its own,
+        to unseal the adapter. Granted only with valid approvals of the provider and every data
+        owner over the stored adapter's digest; otherwise refused with the missing approvals.
+        Both outcomes are audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -192,6 +288,41 @@ def add_SessionsServicer_to_server(servicer, server):
                     servicer.WatchSession,
                     request_deserializer=fedtune_dot_v1_dot_sessions__pb2.GetSessionRequest.FromString,
                     response_serializer=fedtune_dot_v1_dot_sessions__pb2.SessionInfo.SerializeToString,
+            ),
+            'RegisterNodeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterNodeKey,
+                    request_deserializer=fedtune_dot_v1_dot_sessions__pb2.RegisterNodeKeyRequest.FromString,
+                    response_serializer=fedtune_dot_v1_dot_sessions__pb2.SessionInfo.SerializeToString,
+            ),
+            'RecordRoundEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRoundEvents,
+                    request_deserializer=fedtune_dot_v1_dot_sessions__pb2.RecordRoundEventsRequest.FromString,
+                    response_serializer=fedtune_dot_v1_dot_sessions__pb2.RecordRoundEventsResponse.SerializeToString,
+            ),
+            'PutSessionReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutSessionReport,
+                    request_deserializer=fedtune_dot_v1_dot_sessions__pb2.PutSessionReportRequest.FromString,
+                    response_serializer=fedtune_dot_v1_dot_sessions__pb2.SessionReportDocument.SerializeToString,
+            ),
+            'GetSessionReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSessionReport,
+                    request_deserializer=fedtune_dot_v1_dot_sessions__pb2.GetSessionRequest.FromString,
+                    response_serializer=fedtune_dot_v1_dot_sessions__pb2.SessionReportDocument.SerializeToString,
+            ),
+            'RecordOwnerVerdict': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordOwnerVerdict,
+                    request_deserializer=fedtune_dot_v1_dot_sessions__pb2.OwnerVerdictRequest.FromString,
+                    response_serializer=fedtune_dot_v1_dot_sessions__pb2.OwnerVerdictResponse.SerializeToString,
+            ),
+            'ApproveExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveExport,
+                    request_deserializer=fedtune_dot_v1_dot_sessions__pb2.ApproveExportRequest.FromString,
+                    response_serializer=fedtune_dot_v1_dot_sessions__pb2.ExportStatus.SerializeToString,
+            ),
+            'Export': grpc.unary_unary_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=fedtune_dot_v1_dot_sessions__pb2.ExportRequest.FromString,
+                    response_serializer=fedtune_dot_v1_dot_sessions__pb2.ExportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -437,6 +568,195 @@ class Sessions:
             '/fedtune.v1.Sessions/WatchSession',
             fedtune_dot_v1_dot_sessions__pb2.GetSessionRequest.SerializeToString,
             fedtune_dot_v1_dot_sessions__pb2.SessionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterNodeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtune.v1.Sessions/RegisterNodeKey',
+            fedtune_dot_v1_dot_sessions__pb2.RegisterNodeKeyRequest.SerializeToString,
+            fedtune_dot_v1_dot_sessions__pb2.SessionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRoundEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtune.v1.Sessions/RecordRoundEvents',
+            fedtune_dot_v1_dot_sessions__pb2.RecordRoundEventsRequest.SerializeToString,
+            fedtune_dot_v1_dot_sessions__pb2.RecordRoundEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutSessionReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtune.v1.Sessions/PutSessionReport',
+            fedtune_dot_v1_dot_sessions__pb2.PutSessionReportRequest.SerializeToString,
+            fedtune_dot_v1_dot_sessions__pb2.SessionReportDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSessionReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtune.v1.Sessions/GetSessionReport',
+            fedtune_dot_v1_dot_sessions__pb2.GetSessionRequest.SerializeToString,
+            fedtune_dot_v1_dot_sessions__pb2.SessionReportDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordOwnerVerdict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtune.v1.Sessions/RecordOwnerVerdict',
+            fedtune_dot_v1_dot_sessions__pb2.OwnerVerdictRequest.SerializeToString,
+            fedtune_dot_v1_dot_sessions__pb2.OwnerVerdictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtune.v1.Sessions/ApproveExport',
+            fedtune_dot_v1_dot_sessions__pb2.ApproveExportRequest.SerializeToString,
+            fedtune_dot_v1_dot_sessions__pb2.ExportStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtune.v1.Sessions/Export',
+            fedtune_dot_v1_dot_sessions__pb2.ExportRequest.SerializeToString,
+            fedtune_dot_v1_dot_sessions__pb2.ExportResponse.FromString,
             options,
             channel_credentials,
             insecure,

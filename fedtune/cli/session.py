@@ -93,6 +93,9 @@ def create_command(
     rounds: Annotated[int, typer.Option(min=1)] = 3,
     aggregation: Annotated[str, typer.Option(help="secagg or ckks.")] = "secagg",
     min_participants: Annotated[int | None, typer.Option(help="Default: every owner.")] = None,
+    fraction: Annotated[
+        float, typer.Option(help="Share of the online owners sampled each round (0, 1].")
+    ] = 1.0,
     threshold: Annotated[int | None, typer.Option(help="SecAgg threshold (default: min).")] = None,
     dp: Annotated[bool, typer.Option(help="Client-level differential privacy.")] = False,
     clip_norm: Annotated[float, typer.Option()] = 1.0,
@@ -140,6 +143,7 @@ def create_command(
             rounds=rounds,
             aggregation=_literal(aggregation, ("secagg", "ckks"), "--aggregation"),
             min_participants=n,
+            sample_fraction=fraction,
             secagg_threshold=(threshold or n) if aggregation == "secagg" else None,
             dp=DifferentialPrivacy(
                 enabled=dp, clip_norm=clip_norm, noise_multiplier=noise_multiplier, delta=delta
@@ -261,3 +265,145 @@ def status_command(
         with Live(console=console, auto_refresh=False) as live:
             for info in client.watch_session(session_id):
                 live.update(_render(info), refresh=True)
+
+
+@app.command("run")
+def run_command(
+    session_id: Annotated[str, typer.Argument(help="The session (running, owners joined).")],
+    deployment_dir: Annotated[
+        Path, typer.Option("--dir", help="The orchestrator's deployment directory (its CA).")
+    ],
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="SuperLink state, logs and results (default: DIR/flower-runs)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address the SuperLink binds.")] = "0.0.0.0",  # noqa: S104
+    port: Annotated[int, typer.Option(help="The SuperLink's port (owners dial it).")] = 9092,
+    public_host: Annotated[
+        list[str] | None,
+        typer.Option(help="A name owners dial the SuperLink by, for its certificate (default: "
+                     "the deployment's hosts). Repeatable."),
+    ] = None,
+    key_wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the owners' SuperNode keys.")
+    ] = 600.0,
+    timeout: Annotated[float, typer.Option(help="Seconds the whole run may take.")] = 6 * 3600.0,
+    keep_aggregates: Annotated[
+        bool,
+        typer.Option(help="Secure aggregation: keep each round's committed average (which the "
+                     "aggregator learns anyway) in the results directory, for audits."),
+    ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Write the per-round plot here (default: report.png in the results "
+                     "directory)."),
+    ] = None,
+) -> None:
+    """Run a session's rounds on Flower: SuperLink, the owners' SuperNodes, the ServerApp."""
+    import threading
+
+    from rich.status import Status
+
+    from fedtune.federated.report import show_report
+    from fedtune.federated.runner import RunnerSpec, SessionRunner
+    from fedtune.federated.server_app import SessionFailedError
+    from fedtune.orchestrator.deployment import load_info
+
+    console = Console(highlight=False)
+    spec = RunnerSpec(
+        deployment_dir=deployment_dir, workdir=workdir or deployment_dir / "flower-runs",
+        host=host, port=port,
+        public_hosts=tuple(public_host or load_info(deployment_dir).hosts),
+        key_wait_s=key_wait, run_timeout_s=timeout, keep_aggregates=keep_aggregates,
+    )
+    with Status("starting", console=console) as status, SessionRunner(
+        spec, progress=lambda text: status.update(text)
+    ) as runner:
+        info = runner.start_superlink()
+        console.print(f"SuperLink on [bold]{info.address}[/] (TLS, registered SuperNodes only)")
+        admitted = runner.admit_owners(session_id)
+        console.print(f"admitted {len(admitted)} owner SuperNode(s)")
+        run_id = runner.submit(session_id)
+        result: list[object] = []
+        waiter = threading.Thread(target=lambda: result.append(runner.wait(run_id)), daemon=True)
+        waiter.start()
+        log = spec.workdir / "flower" / "runs" / f"{run_id}.log"
+        marker = f"session {session_id}: "
+        while waiter.is_alive():
+            waiter.join(timeout=1.0)
+            lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+            steps = [line.split(marker, 1)[1] for line in lines if marker in line]
+            status.update(f"run {run_id}: {steps[-1] if steps else 'starting the ServerApp'}")
+        report = runner.report(session_id)
+    destination = plot or runner.results_dir(session_id) / "report.png"
+    show_report(report, png=destination, console=console)
+    if report.status != "finished":
+        raise SessionFailedError(session_id, report.reason)
+
+
+@app.command("report")
+def report_command(
+    session_id: Annotated[str, typer.Argument(help="The session.")],
+    plot: Annotated[Path | None, typer.Option(help="Write the per-round plot (PNG).")] = None,
+    html: Annotated[Path | None, typer.Option(help="Write an HTML report.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Save the report's JSON here.")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Show the report the aggregator stored: before/after per owner, rounds, privacy."""
+    from fedtune.federated.report import show_report
+    from fedtune.federated.report_model import SessionReport
+
+    client, _ = _client(home)
+    with client:
+        document = client.get_session_report(session_id)
+    report = SessionReport.model_validate_json(document.report)
+    if json_out is not None:
+        report.save(json_out)
+    show_report(report, png=plot, html=html, console=Console(highlight=False))
+
+
+@app.command("approve-export")
+def approve_export_command(
+    session_id: Annotated[str, typer.Argument(help="The finished session.")],
+    home: HomeOption = None,
+) -> None:
+    """Sign your approval to export the session's sealed adapter (exactly the stored bytes)."""
+    from fedtune.owner.export import approve_export
+
+    console = Console(highlight=False)
+    client, _ = _client(home)
+    with client:
+        status = approve_export(client, session_id)
+    table = Table(title=f"export approvals, session {session_id}")
+    table.add_column("party")
+    table.add_column("identity")
+    table.add_column("approved")
+    for role, fingerprint in status.approved:
+        table.add_row(role, fingerprint, "[green]yes[/]")
+    for role, fingerprint in status.missing:
+        table.add_row(role, fingerprint, "[red]missing[/]")
+    console.print(table)
+    console.print(f"you approved exporting {status.adapter_sha256}"
+                  + ("; every party approved" if not status.missing
+                     else f"; {len(status.missing)} approval(s) still missing"))
+
+
+@app.command("export")
+def export_command(
+    session_id: Annotated[str, typer.Argument(help="The finished session.")],
+    out: Annotated[Path, typer.Option("--out", help="A new directory for the PEFT adapter.")],
+    home: HomeOption = None,
+) -> None:
+    """Write the fine-tuned adapter as a PEFT directory, once every party approved."""
+    from fedtune.owner.export import export_adapter
+
+    client, _ = _client(home)
+    with client:
+        exported = export_adapter(client, session_id, out)
+    Console(highlight=False).print(
+        f"exported the adapter of {session_id} to {exported.path} "
+        f"({', '.join(exported.files)}); load it with "
+        "peft.PeftModel.from_pretrained(base_model, path)"
+    )

@@ -36,7 +36,7 @@ import sys
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -89,6 +89,7 @@ PROCESS_ENV = "FEDTUNE_DEPLOYMENT_PROCESS"
 
 _RESERVED_ENV = {"FLWR_HOME", MARKER_ENV, PROCESS_ENV}
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_:.-]{0,127}$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _NODE_ID_LINE = re.compile(r"SuperNode ID: (\d+)")
 _ADDRESS_IN_USE = re.compile(r"address already in use|Errno 98", re.IGNORECASE)
@@ -98,6 +99,9 @@ _COMPLETED = "finished:completed"
 
 
 # --------------------------------------------------------------------------- public types
+
+SuperNodeWrapper = Callable[[list[str], Path, dict[str, str]], list[str]]
+"""Turns a SuperNode's argv (given its home directory and environment) into the argv to run."""
 
 
 @dataclass(frozen=True)
@@ -262,7 +266,9 @@ class Deployment:
     (SuperLink accepts only registered SuperNode keys; needs TLS), ``persist_state`` (keep
     the SuperLink's state in ``superlink/state.db`` so a restart keeps nodes and runs),
     ``env`` added to every process, ``startup_timeout_s`` / ``stop_timeout_s`` /
-    ``cli_timeout_s`` bounds, ``flower_bin_dir`` where the Flower executables are.
+    ``cli_timeout_s`` bounds, ``flower_bin_dir`` where the Flower executables are,
+    ``supernode_wrapper`` a function ``(argv, node home, env) -> argv`` that runs each
+    SuperNode inside something (the data owner's bubblewrap jail, ``fedtune.owner.jail``).
     """
 
     def __init__(
@@ -280,6 +286,7 @@ class Deployment:
         stop_timeout_s: float = 10.0,
         cli_timeout_s: float = 60.0,
         flower_bin_dir: Path | None = None,
+        supernode_wrapper: SuperNodeWrapper | None = None,
     ) -> None:
         if not isinstance(workdir, Path):
             raise TypeError(f"workdir must be a pathlib.Path, got {type(workdir).__name__}")
@@ -322,6 +329,9 @@ class Deployment:
         self.cli_timeout_s = float(cli_timeout_s)
         self.deployment_id = uuid.uuid4().hex
         self._bin = _find_flower_bin(flower_bin_dir)
+        if supernode_wrapper is not None and not callable(supernode_wrapper):
+            raise TypeError("supernode_wrapper must be callable (argv, home, env) -> argv")
+        self._supernode_wrapper = supernode_wrapper
         self._env = dict(env or {})
         self._external_address = superlink_address
         self._superlink_port = superlink_port
@@ -534,6 +544,8 @@ class Deployment:
             argv += ["--auth-supernode-private-key", str(spec.auth_key)]
         env = self._child_env(spec.name, home)
         env.update(spec.env)
+        if self._supernode_wrapper is not None:
+            argv = list(self._supernode_wrapper(argv, home, dict(env)))
         proc = _Supervised(spec.name, argv, cwd=home, env=env,
                            log_path=self.workdir / "logs" / f"{spec.name}.log")
         proc.spawn()
@@ -599,7 +611,10 @@ class Deployment:
             raise TypeError("public_key must be a pathlib.Path")
         if not public_key.is_file():
             raise ValueError(f"public_key {public_key} is not a file")
-        _check_name(name)
+        if not isinstance(name, str) or not _NODE_NAME.match(name):
+            # Wider than process names: fedtune names nodes by identity fingerprint.
+            raise ValueError(f"node name {name!r} must start with a letter and use letters, "
+                             "digits, '_', '-', ':' or '.', at most 128 characters")
         reply = self._flwr_json("supernode", "register", str(public_key), CONNECTION_NAME,
                                 "--name", name)
         try:

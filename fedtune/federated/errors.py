@@ -99,3 +99,12 @@ class RunFailedError(RunError):
 
 class RunTimeoutError(RunError):
     """The run was still going when its time limit ran out; it has been stopped."""
+
+
+class ReportError(FederatedError):
+    """A saved session report could not be read; ``path`` names the file, ``reason`` why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"session report {path}: {reason}")

@@ -37,11 +37,13 @@ class AuditRecord:
     outcome: str
     reason: str = ""
     session_id: str | None = None
-    details: dict[str, str] = field(default_factory=dict)
+    details: dict[str, str | int | float | bool] = field(default_factory=dict)
     verdict: dict[str, Any] | None = None
     model: str | None = None
     party: str | None = None
     at: dt.datetime | None = None
+    round: int | None = None
+    artifact: str | None = None
 
 
 class AuditHook(Protocol):
@@ -70,6 +72,23 @@ ACTIONS: dict[str, Action] = {
     "session.finished": Action.SESSION_FINISH,
     "session.failed": Action.SESSION_FINISH,
     "session.cancelled": Action.SESSION_CANCEL,
+    # the data plane: a data owner names its SuperNode; the aggregator reports the rounds
+    "session.node-key": Action.JOIN,
+    "key.generate": Action.KEY_REGISTER,
+    "round.start": Action.ROUND_START,
+    "round.finish": Action.ROUND_FINISH,
+    "round.failed": Action.ROUND_FINISH,
+    "round.dropout": Action.DROPOUT,
+    "round.exclusion": Action.DROPOUT,
+    "aggregate.commit": Action.AGGREGATE_COMMIT,
+    "evaluation": Action.EVALUATION,
+    # attestation beyond key release: the broker's re-attestation, an owner's own verdict
+    "attestation.verdict": Action.ATTESTATION_VERDICT,
+    "owner.verdict": Action.ATTESTATION_VERDICT,
+    # results: the sealed adapter, approvals, the export (granted or refused)
+    "adapter.upload": Action.UPLOAD,
+    "export.approve": Action.EXPORT_APPROVAL,
+    "export": Action.EXPORT,
     "refusal": Action.REFUSAL,
 }
 _OUTCOMES = {OK: Outcome.OK, REFUSED: Outcome.REFUSED, FAILED: Outcome.FAILED}
@@ -83,7 +102,9 @@ def to_audit_event(record: AuditRecord) -> AuditEvent:
     if outcome is not Outcome.OK and reason is None:
         reason = record.outcome
     details: dict[str, Any] = {"rpc": record.action[:_MAX_VALUE]}
-    details |= {k: v[:_MAX_VALUE] for k, v in record.details.items()}
+    details |= {
+        k: v[:_MAX_VALUE] if isinstance(v, str) else v for k, v in record.details.items()
+    }
     if record.object:
         details["object"] = record.object[:_MAX_VALUE]
     return AuditEvent(
@@ -93,7 +114,9 @@ def to_audit_event(record: AuditRecord) -> AuditEvent:
         action=ACTIONS[record.kind],
         outcome=outcome,
         session=record.session_id,
-        objects=ObjectIds(model=record.model, party=record.party),
+        objects=ObjectIds(
+            model=record.model, party=record.party, round=record.round, artifact=record.artifact
+        ),
         verdict=record.verdict,
         reason=reason,
         details=details,
@@ -122,10 +145,12 @@ def event(
     outcome: str = OK,
     reason: str = "",
     session_id: str | None = None,
-    details: dict[str, str] | None = None,
+    details: dict[str, str | int | float | bool] | None = None,
     verdict: dict[str, Any] | None = None,
     model: str | None = None,
     party: str | None = None,
+    round_number: int | None = None,
+    artifact: str | None = None,
 ) -> AuditRecord:
     """Build an audit record for ``actor`` (None: an unauthenticated caller)."""
     if kind not in ACTIONS:
@@ -144,4 +169,6 @@ def event(
         model=model,
         party=party,
         at=dt.datetime.now(dt.UTC),
+        round=round_number,
+        artifact=artifact,
     )

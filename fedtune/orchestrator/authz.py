@@ -50,6 +50,10 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/fedtune.v1.Registry/DescribeModel": frozenset({_P, _D, _O}),
     "/fedtune.v1.Registry/GetManifest": frozenset({_P, _D, _O}),
     "/fedtune.v1.Registry/Download": frozenset({_P, _D}),
+    # The session's sealed adapter: owners' agents store it; the session's parties fetch the
+    # ciphertext (useless without an approved export).
+    "/fedtune.v1.Registry/PutSealedAdapter": frozenset({_D}),
+    "/fedtune.v1.Registry/GetSealedAdapter": frozenset({_P, _D}),
     # Key broker
     "/fedtune.v1.KeyBroker/GetBrokerKey": frozenset({_P}),
     "/fedtune.v1.KeyBroker/RegisterKey": frozenset({_P}),
@@ -57,6 +61,9 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/fedtune.v1.KeyBroker/GetPolicy": frozenset({_P, _D, _O}),
     "/fedtune.v1.KeyBroker/Challenge": frozenset({_D}),
     "/fedtune.v1.KeyBroker/Release": frozenset({_D}),
+    # The aggregator adds CKKS ciphertexts with the public context; nobody else needs it.
+    "/fedtune.v1.KeyBroker/GetPublicContext": frozenset({_O}),
+    "/fedtune.v1.KeyBroker/Reattest": frozenset({_D}),
     # Sessions
     "/fedtune.v1.Sessions/CreateSession": frozenset({_P, _O}),
     "/fedtune.v1.Sessions/InviteOwners": frozenset({_P, _O}),
@@ -67,6 +74,15 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/fedtune.v1.Sessions/GetSession": frozenset({_P, _D, _O}),
     "/fedtune.v1.Sessions/ListSessions": frozenset({_P, _D, _O}),
     "/fedtune.v1.Sessions/WatchSession": frozenset({_P, _D, _O}),
+    # The data plane: an owner names its SuperNode; the aggregator (operator) reports rounds.
+    "/fedtune.v1.Sessions/RegisterNodeKey": frozenset({_D}),
+    "/fedtune.v1.Sessions/RecordRoundEvents": frozenset({_O}),
+    "/fedtune.v1.Sessions/PutSessionReport": frozenset({_O}),
+    "/fedtune.v1.Sessions/GetSessionReport": frozenset({_P, _D, _O}),
+    # An owner's own verdict on its sandbox; results need both sides (DESIGN promise 4).
+    "/fedtune.v1.Sessions/RecordOwnerVerdict": frozenset({_D}),
+    "/fedtune.v1.Sessions/ApproveExport": frozenset({_P, _D}),
+    "/fedtune.v1.Sessions/Export": frozenset({_P, _D}),
     # Audit log (served here, implemented in fedtune.audit): every party reads it, since each
     # must be able to verify the record on its own (DESIGN promise 5); appends come from the
     # orchestrator's own services in-process, never over the wire.

@@ -1,9 +1,30 @@
 """The key broker: registers data keys with signed release policies; releases them to attested
-sandboxes of accepted session members, HPKE-sealed to the sandbox's ephemeral key."""
+sandboxes of accepted session members, HPKE-sealed to the sandbox's ephemeral key.
+
+CKKS sessions. The broker also makes each CKKS session's secret context (``crypto.ckks``):
+when the session starts (or on first need, at a broker that does not see the start), it
+generates the context, seals it (``crypto.seal``) under a fresh 32-byte key, keeps that key
+wrapped under the master key like a data key, and stores the sealed context with the public
+context. An attested sandbox of the session gets the 32-byte key HPKE-wrapped to its ephemeral
+key plus the sealed context (what ``enclave.sandbox.keys.open_ckks_context`` takes); the
+aggregator gets only the public context (``public_context``): it can add ciphertexts and
+nothing else.
+
+Session keys. Every session gets a 32-byte session key on first need (the owners' agents ask for
+it while setting their sandboxes up), kept wrapped under the master key like a data key and
+released the same way to attested sandboxes of the session, which seal the final adapter under
+it (DESIGN promise 4). Outside a sandbox it goes only to a party of the session whose export
+every party approved (``export_key``), HPKE-wrapped to a fresh key of that party.
+
+Re-attestation. ``reattest`` runs the checks of a release (fresh nonce of kind
+``reattestation``, evidence, the policy in force now) and releases nothing; the verdict is
+audited, so a sandbox that stopped satisfying the provider's policy mid-session is on the record.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,6 +37,7 @@ from crypto.errors import KeyWrapError
 from crypto.hpke import RecipientPrivateKey, RecipientPublicKey, unwrap_key, wrap_key
 from crypto.identity import PublicIdentity
 from crypto.manifest import Manifest
+from crypto.seal import seal
 from enclave.attest import (
     Check,
     Evidence,
@@ -31,11 +53,17 @@ from fedtune.audit.events import verdict_summary
 from fedtune.orchestrator import audit_hook
 from fedtune.orchestrator.audit_hook import AuditHook
 from fedtune.orchestrator.authz import Principal
-from fedtune.orchestrator.documents import verify_signed
-from fedtune.orchestrator.errors import InvalidRequest, NotFound, PermissionDenied
+from fedtune.orchestrator.documents import parse_canonical, verify_signed
+from fedtune.orchestrator.errors import (
+    IllegalTransition,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+)
 from fedtune.orchestrator.keywrap import KeyWrapper
 from fedtune.orchestrator.relations import require_accepted_owner, require_model_owner
 from fedtune.orchestrator.store.records import (
+    CkksContextRecord,
     ModelRecord,
     ModelVersionRecord,
     NonceRecord,
@@ -44,6 +72,7 @@ from fedtune.orchestrator.store.records import (
     ReleaseDecision,
     SessionRecord,
 )
+from fedtune.orchestrator.terms import SessionTerms
 
 # The HPKE ``session_id`` a provider uses when wrapping a data key to the broker itself.
 REGISTRATION_SESSION = "key-broker-registration"
@@ -110,12 +139,32 @@ class BrokerStore(Protocol):
         """Forget nonces that expired before the cutoff."""
         ...
 
+    def add_secret(self, kind: str, object_id: str, wrapped: bytes, *, now: dt.datetime) -> bool:
+        """Store a wrapped secret unless one is stored already (then False, storing nothing)."""
+        ...
+
+    def put_ckks_context(
+        self, record: CkksContextRecord, wrapped_key: bytes, *, secret_kind: str
+    ) -> bool:
+        """Store a session's CKKS contexts and wrapped key, unless stored already (False)."""
+        ...
+
+    def get_ckks_context(self, session_id: str) -> CkksContextRecord | None:
+        """A session's CKKS contexts, if generated."""
+        ...
+
 
 class SecretKind(StrEnum):
     """Which secret a release asks for."""
 
     MODEL_DATA_KEY = "model-data-key"
     SESSION_CKKS_SECRET = "session-ckks-secret"  # noqa: S105 (a kind name, not a secret)
+    SESSION_KEY = "session-key"
+    REATTESTATION = "reattestation"  # no secret: the nonce of a re-attestation
+
+
+# Secrets bound to the session rather than to the model version.
+SESSION_SECRETS = frozenset({SecretKind.SESSION_CKKS_SECRET, SecretKind.SESSION_KEY})
 
 
 def model_id(name: str, version: str) -> str:
@@ -132,6 +181,16 @@ class ReleaseOutcome:
     reason: str
     model_name: str
     model_version: str
+    sealed_secret: bytes = b""
+
+
+@dataclass(frozen=True)
+class ReattestOutcome:
+    """A re-attestation verdict: every check, and the first failure's reason when it failed."""
+
+    ok: bool
+    verdict: Verdict
+    reason: str
 
 
 class KeyBroker:
@@ -267,6 +326,105 @@ class KeyBroker:
             raise NotFound("release policy", name)
         return policy
 
+    # -- CKKS sessions --------------------------------------------------------------------------
+
+    def prepare_session(
+        self, actor: Principal, session: SessionRecord, terms: SessionTerms
+    ) -> None:
+        """Generate the session's CKKS contexts if it aggregates with CKKS (idempotent)."""
+        if terms.aggregation == "ckks":
+            self._ckks(actor, session.session_id, f"{terms.model_name}@{terms.model_version}")
+
+    def _ckks(self, actor: Principal, session_id: str, model: str) -> CkksContextRecord:
+        existing = self._repository.get_ckks_context(session_id)
+        if existing is not None:
+            return existing
+        # Imported here: TenSEAL is heavy and only CKKS sessions need it.
+        from crypto.ckks import generate_secret_context, public_context
+
+        secret = generate_secret_context()
+        key = DataKey.generate()
+        sealed = io.BytesIO()
+        seal(io.BytesIO(secret), sealed, key)
+        kind = SecretKind.SESSION_CKKS_SECRET
+        record = CkksContextRecord(
+            session_id, sealed.getvalue(), public_context(secret), key.key_id, self._clock()
+        )
+        wrapped = self._wrapper.wrap(key.raw, aad=f"{kind.value}:{session_id}".encode())
+        if self._repository.put_ckks_context(record, wrapped, secret_kind=kind.value):
+            self._audit.record(
+                audit_hook.event(
+                    "key.generate",
+                    actor,
+                    "StartSession",
+                    f"{kind.value} of session {session_id}",
+                    session_id=session_id,
+                    model=model,
+                    details={"kind": kind.value, "key_id": key.key_id},
+                )
+            )
+        stored = self._repository.get_ckks_context(session_id)
+        assert stored is not None
+        return stored
+
+    def public_context(self, actor: Principal, session_id: str) -> CkksContextRecord:
+        """The public CKKS context of a running CKKS session (the aggregator's only key)."""
+        session = self._repository.get_session_for_member(session_id, actor.fingerprint)
+        if session is None:
+            raise NotFound("session", session_id)
+        terms = parse_canonical(SessionTerms, session.terms, field="stored terms")
+        if terms.aggregation != "ckks":
+            raise InvalidRequest(
+                "session_id", f"session {session_id} aggregates with {terms.aggregation}, not CKKS"
+            )
+        if session.state not in RELEASE_STATES:
+            raise IllegalTransition(
+                session_id, session.state, session.state,
+                "the CKKS context exists for running sessions only",
+            )
+        return self._ckks(actor, session_id, f"{terms.model_name}@{terms.model_version}")
+
+    # -- session keys ---------------------------------------------------------------------------
+
+    def _session_key(self, actor: Principal, session_id: str, model: str) -> None:
+        """Generate the session's 32-byte key unless it exists (idempotent, audited once)."""
+        kind = SecretKind.SESSION_KEY
+        if self._repository.get_secret(kind.value, session_id) is not None:
+            return
+        key = DataKey.generate()
+        wrapped = self._wrapper.wrap(key.raw, aad=f"{kind.value}:{session_id}".encode())
+        if self._repository.add_secret(kind.value, session_id, wrapped, now=self._clock()):
+            self._audit.record(
+                audit_hook.event(
+                    "key.generate",
+                    actor,
+                    "Challenge",
+                    f"{kind.value} of session {session_id}",
+                    session_id=session_id,
+                    model=model,
+                    details={"kind": kind.value, "key_id": key.key_id},
+                )
+            )
+
+    def session_key_id(self, session_id: str) -> str | None:
+        """The public id of the session's key, if it was generated."""
+        wrapped = self._repository.get_secret(SecretKind.SESSION_KEY.value, session_id)
+        if wrapped is None:
+            return None
+        aad = f"{SecretKind.SESSION_KEY.value}:{session_id}".encode()
+        return DataKey(self._wrapper.unwrap(wrapped, aad=aad)).key_id
+
+    def export_key(
+        self, session_id: str, model: str, recipient: RecipientPublicKey
+    ) -> bytes:
+        """The session key HPKE-wrapped to ``recipient`` (the caller checked the approvals)."""
+        wrapped = self._repository.get_secret(SecretKind.SESSION_KEY.value, session_id)
+        if wrapped is None:
+            raise NotFound("session key", session_id)
+        aad = f"{SecretKind.SESSION_KEY.value}:{session_id}".encode()
+        raw = self._wrapper.unwrap(wrapped, aad=aad)
+        return wrap_key(raw, recipient, model_id=model, session_id=session_id)
+
     # -- sandbox side (relayed by the data owner's agent) -----------------------------------
 
     def challenge(self, actor: Principal, session_id: str, kind: SecretKind) -> NonceRecord:
@@ -275,6 +433,18 @@ class KeyBroker:
         if session is None:
             raise NotFound("session", session_id)
         require_accepted_owner(session, actor, "Challenge", states=RELEASE_STATES)
+        if kind is SecretKind.SESSION_CKKS_SECRET:
+            terms = parse_canonical(SessionTerms, session.terms, field="stored terms")
+            if terms.aggregation != "ckks":
+                raise InvalidRequest(
+                    "kind", f"session {session_id} aggregates with {terms.aggregation}; it has "
+                    "no CKKS secret"
+                )
+            self._ckks(actor, session_id, model_id(session.model_name, session.model_version))
+        if kind is SecretKind.SESSION_KEY:
+            self._session_key(
+                actor, session_id, model_id(session.model_name, session.model_version)
+            )
         now = self._clock()
         if now >= self._next_purge:
             # Expired nonces only ever refuse; keep an hour of them for the audit trail's sake.
@@ -296,76 +466,119 @@ class KeyBroker:
         nonce: bytes,
     ) -> ReleaseOutcome:
         """Verify evidence for this challenge against the provider's policy; release or refuse."""
+        if kind is SecretKind.REATTESTATION:
+            raise InvalidRequest(
+                "kind", "a re-attestation releases nothing; send it to Reattest"
+            )
         session = self._repository.get_session_for_member(session_id, actor.fingerprint)
         if session is None:
             raise NotFound("session", session_id)
         require_accepted_owner(session, actor, "Release", states=RELEASE_STATES)
         now = self._clock()
         mid = model_id(session.model_name, session.model_version)
-        object_id = mid if kind is SecretKind.MODEL_DATA_KEY else session_id
+        object_id = session_id if kind in SESSION_SECRETS else mid
+        checks, verdict, consume = self._check_evidence(
+            actor, session, kind, evidence, ephemeral_public_key, nonce, now
+        )
+        released = None
+        sealed_secret = b""
+        if verdict is not None and verdict.ok:
+            secret = self._repository.get_secret(kind.value, object_id)
+            if secret is None:
+                checks.append(
+                    Check.failed("broker.secret", f"no {kind.value} is registered for {object_id}")
+                )
+            else:
+                raw = self._wrapper.unwrap(secret, aad=f"{kind.value}:{object_id}".encode())
+                released = wrap_key(
+                    raw, RecipientPublicKey.from_bytes(ephemeral_public_key),
+                    model_id=mid, session_id=session_id,
+                )
+                if kind is SecretKind.SESSION_CKKS_SECRET:
+                    contexts = self._repository.get_ckks_context(session_id)
+                    assert contexts is not None  # stored with the wrapped key, in one transaction
+                    sealed_secret = contexts.sealed_context
+        decided = self._decide(
+            actor, session_id, kind, nonce, now, checks, verdict, consume,
+            session.model_name, session.model_version, released,
+        )
+        if decided.released is None:
+            return decided
+        return ReleaseOutcome(
+            decided.released, decided.verdict, decided.reason, decided.model_name,
+            decided.model_version, sealed_secret,
+        )
 
-        def outcome(checks: list[Check], verdict: Verdict | None, consume: bool) -> ReleaseOutcome:
-            return self._decide(
-                actor,
-                session_id,
-                kind,
-                nonce,
-                now,
-                checks,
-                verdict,
-                consume,
-                session.model_name,
-                session.model_version,
-                None,
-            )
+    def reattest(
+        self,
+        actor: Principal,
+        session_id: str,
+        evidence: bytes,
+        ephemeral_public_key: bytes,
+        nonce: bytes,
+    ) -> ReattestOutcome:
+        """Verify a set-up sandbox's fresh evidence against the policy in force; audited."""
+        session = self._repository.get_session_for_member(session_id, actor.fingerprint)
+        if session is None:
+            raise NotFound("session", session_id)
+        require_accepted_owner(session, actor, "Reattest", states=RELEASE_STATES)
+        now = self._clock()
+        kind = SecretKind.REATTESTATION
+        checks, verdict, consume = self._check_evidence(
+            actor, session, kind, evidence, ephemeral_public_key, nonce, now
+        )
+        decided = self._decide(
+            actor, session_id, kind, nonce, now, checks, verdict, consume,
+            session.model_name, session.model_version, None, needs_secret=False,
+        )
+        return ReattestOutcome(decided.verdict.ok, decided.verdict, decided.reason)
 
+    def _check_evidence(
+        self,
+        actor: Principal,
+        session: SessionRecord,
+        kind: SecretKind,
+        evidence: bytes,
+        ephemeral_public_key: bytes,
+        nonce: bytes,
+        now: dt.datetime,
+    ) -> tuple[list[Check], Verdict | None, bool]:
+        """(broker checks, the evidence verdict or None when it never got that far, consume)."""
         record = self._repository.get_nonce(nonce) if len(nonce) == 32 else None
         if record is None or (record.issued_to, record.session_id, record.kind) != (
             actor.fingerprint,
-            session_id,
+            session.session_id,
             kind.value,
         ):
-            return outcome(
-                [
-                    Check.failed(
-                        "broker.nonce",
-                        "the nonce was not issued by Challenge to you for this session "
-                        "and secret kind",
-                        got=nonce.hex()[:16],
-                    )
-                ],
-                None,
-                consume=False,
-            )
+            return [
+                Check.failed(
+                    "broker.nonce",
+                    "the nonce was not issued by Challenge to you for this session "
+                    "and secret kind",
+                    got=nonce.hex()[:16],
+                )
+            ], None, False
         if record.used_at is not None:
-            return outcome(
-                [
-                    Check.failed(
-                        "broker.nonce",
-                        "the nonce was used already (a replay); ask for a new challenge",
-                        got=f"used at {record.used_at.isoformat()}",
-                    )
-                ],
-                None,
-                consume=False,
-            )
+            return [
+                Check.failed(
+                    "broker.nonce",
+                    "the nonce was used already (a replay); ask for a new challenge",
+                    got=f"used at {record.used_at.isoformat()}",
+                )
+            ], None, False
         if now >= record.expires_at:
-            return outcome(
-                [
-                    Check.failed(
-                        "broker.nonce",
-                        "the nonce expired; ask for a new challenge",
-                        expected=f"before {record.expires_at.isoformat()}",
-                        got=now.isoformat(),
-                    )
-                ],
-                None,
-                consume=True,
-            )
+            return [
+                Check.failed(
+                    "broker.nonce",
+                    "the nonce expired; ask for a new challenge",
+                    expected=f"before {record.expires_at.isoformat()}",
+                    got=now.isoformat(),
+                )
+            ], None, True
         checks = [Check.passed("broker.nonce", "fresh, unused and issued to you for this session")]
         if len(evidence) > MAX_EVIDENCE_SIZE:
             checks.append(Check.failed("broker.evidence", f"larger than {MAX_EVIDENCE_SIZE} bytes"))
-            return outcome(checks, None, consume=True)
+            return checks, None, True
         try:
             parsed = Evidence.model_validate_json(evidence)
         except ValidationError as exc:
@@ -375,14 +588,13 @@ class KeyBroker:
                     f"not an Evidence document: {exc.errors()[0]['msg'] if exc.errors() else exc}",
                 )
             )
-            return outcome(checks, None, consume=True)
+            return checks, None, True
         try:
-            ephemeral = RecipientPublicKey.from_bytes(ephemeral_public_key)
+            RecipientPublicKey.from_bytes(ephemeral_public_key)
         except KeyWrapError as exc:
             checks.append(Check.failed("broker.ephemeral_key", str(exc)))
-            return outcome(checks, None, consume=True)
+            return checks, None, True
         policy = self._repository.get_policy(session.model_name)
-        secret = self._repository.get_secret(kind.value, object_id)
         provider = self._repository.get_party(session.provider)
         if policy is None or provider is None:
             checks.append(
@@ -392,12 +604,7 @@ class KeyBroker:
                     f"{session.model_name}: nothing can be released",
                 )
             )
-            return outcome(checks, None, consume=True)
-        if secret is None:
-            checks.append(
-                Check.failed("broker.secret", f"no {kind.value} is registered for {object_id}")
-            )
-            return outcome(checks, None, consume=True)
+            return checks, None, True
         signed = SignedReleasePolicy(
             policy=ReleasePolicy.model_validate_json(policy.document),
             public_key=provider.public_key,
@@ -410,23 +617,7 @@ class KeyBroker:
             trusted_policy_issuers=[session.provider],
             now=now,
         )
-        released = None
-        if verdict.ok:
-            raw = self._wrapper.unwrap(secret, aad=f"{kind.value}:{object_id}".encode())
-            released = wrap_key(raw, ephemeral, model_id=mid, session_id=session_id)
-        return self._decide(
-            actor,
-            session_id,
-            kind,
-            nonce,
-            now,
-            checks,
-            verdict,
-            True,
-            session.model_name,
-            session.model_version,
-            released,
-        )
+        return checks, verdict, True
 
     def _decide(
         self,
@@ -441,6 +632,8 @@ class KeyBroker:
         model_name: str,
         model_version: str,
         released: bytes | None,
+        *,
+        needs_secret: bool = True,
     ) -> ReleaseOutcome:
         checks = broker_checks + (verdict.checks if verdict is not None else [])
         combined = Verdict(
@@ -450,10 +643,11 @@ class KeyBroker:
             policy_fingerprint=verdict.policy_fingerprint if verdict is not None else None,
             warnings=verdict.warnings if verdict is not None else [],
         )
-        ok = released is not None and combined.ok
+        ok = combined.ok and verdict is not None and (released is not None or not needs_secret)
         failed = [c.name for c in combined.failures]
+        granted = "released" if needs_secret else "attested"
         reason = (
-            "released"
+            granted
             if ok
             else (
                 f"{combined.failures[0].name}: {combined.failures[0].reason}"
@@ -477,9 +671,9 @@ class KeyBroker:
                 failed = ["broker.nonce"]
         self._audit.record(
             audit_hook.event(
-                "key.release",
+                "key.release" if needs_secret else "attestation.verdict",
                 actor,
-                "Release",
+                "Release" if needs_secret else "Reattest",
                 f"{kind.value} {model_id(model_name, model_version)}",
                 outcome=audit_hook.OK if ok else audit_hook.REFUSED,
                 reason=reason,

@@ -66,7 +66,7 @@ class ChunkDigestMismatch(OrchestratorError):
         self.expected = expected
         self.got = got
         super().__init__(
-            f"chunk {index}: SHA-256 of the data is {got}, the chunk said {expected}; "
+            f"chunk {index}: the digest of the data is {got}, the chunk said {expected}; "
             "the chunk was not stored, send it again"
         )
 
@@ -100,6 +100,19 @@ class UploadIncomplete(OrchestratorError):
         super().__init__(
             f"upload {upload_id} still misses {missing} chunk(s), the first is {first_missing}; "
             "resume the upload before completing it"
+        )
+
+
+class StorageFull(OrchestratorError):
+    """The orchestrator's storage has no room left (ENOSPC/EDQUOT) for what it was asked to keep."""
+
+    def __init__(self, what: str, path: str) -> None:
+        self.what = what
+        self.path = path
+        super().__init__(
+            f"the orchestrator's storage is full: could not write {what} under {path}; "
+            "chunks acknowledged before stay stored: free space on the server (or grow the "
+            "volume) and retry, the upload resumes from its first missing chunk"
         )
 
 

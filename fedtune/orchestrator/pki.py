@@ -55,7 +55,10 @@ def cert_to_pem(cert: x509.Certificate) -> bytes:
 
 def cert_from_pem(pem: bytes) -> x509.Certificate:
     """Parse one PEM certificate."""
-    return x509.load_pem_x509_certificate(pem)
+    try:
+        return x509.load_pem_x509_certificate(pem)
+    except (ValueError, x509.InvalidVersion) as exc:
+        raise InvalidRequest("certificate", f"not a valid PEM X.509 certificate: {exc}") from None
 
 
 def ca_fingerprint(cert: x509.Certificate) -> str:
@@ -238,6 +241,9 @@ def principal_from_certificate(cert: x509.Certificate) -> Principal:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         raise Unauthenticated("client certificate has no subject alternative name") from None
+    except ValueError as exc:
+        # cryptography parses extensions lazily: a malformed or duplicated one surfaces here.
+        raise Unauthenticated(f"client certificate has malformed extensions: {exc}") from None
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     fingerprints = [
         u[len(IDENTITY_URI_PREFIX) :] for u in uris if u.startswith(IDENTITY_URI_PREFIX)

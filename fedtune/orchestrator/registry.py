@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from crypto.digest import DIGEST_SIZE, BulkDigest, digest_bytes
 from crypto.identity import PublicIdentity
 from crypto.manifest import Manifest
 from fedtune.orchestrator import audit_hook
@@ -53,7 +54,7 @@ class IncomingChunk:
     upload_id: str
     index: int
     data: bytes
-    sha256: bytes
+    digest: bytes
 
 
 @dataclass(frozen=True)
@@ -78,17 +79,17 @@ class _LiveUpload:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stored: set[int] = field(default_factory=set)
     written: set[int] = field(default_factory=set)
-    # SHA-256 of chunks 0..next_index-1 while they arrive in order; None once they don't
+    # Digest of chunks 0..next_index-1 while they arrive in order; None once they don't
     # (then completion re-reads the blob). Updated on its own thread, in submission order,
     # so the whole-blob hash overlaps with receiving and checking the next chunk.
-    hasher: hashlib._Hash | None = None
+    hasher: BulkDigest | None = None
     next_index: int = 0
     hashing: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="blob-sha256")
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="blob-digest")
     )
 
     def blob_digest(self, chunk_count: int) -> str | None:
-        """The running SHA-256 once every chunk went through it in order, else None."""
+        """The running digest once every chunk went through it in order, else None."""
         self.hashing.submit(lambda: None).result()  # wait for queued updates
         if self.hasher is None or self.next_index != chunk_count:
             return None
@@ -167,7 +168,8 @@ class RegistryService:
             manifest=canonical,
             manifest_signature=signature,
             manifest_sha256=hashlib.sha256(canonical).digest(),
-            ciphertext_sha256=bytes.fromhex(manifest.ciphertext_sha256),
+            ciphertext_digest=bytes.fromhex(manifest.ciphertext_digest),
+            digest_algorithm=manifest.digest_algorithm,
             total_size=total,
             chunk_size=chunk_size,
             chunk_count=max(1, -(-total // chunk_size)),
@@ -195,7 +197,8 @@ class RegistryService:
                     details={
                         "upload_id": stored.upload_id,
                         "size": str(total),
-                        "ciphertext_sha256": manifest.ciphertext_sha256,
+                        "ciphertext_digest": manifest.ciphertext_digest,
+                        "digest_algorithm": manifest.digest_algorithm,
                     },
                 )
             )
@@ -228,7 +231,7 @@ class RegistryService:
                 stored = self._repository.stored_chunks(upload.upload_id)
                 state = _LiveUpload(stored=set(stored), written=set(stored))
                 if not stored:
-                    state.hasher = hashlib.sha256()
+                    state.hasher = BulkDigest(algorithm=upload.digest_algorithm)
                 self._live[upload.upload_id] = state
             return state
 
@@ -251,7 +254,7 @@ class RegistryService:
                 assert state is not None
                 self._check_shape(upload, chunk)
                 if self._store_chunk(upload, state, chunk):
-                    pending.append((chunk.index, chunk.sha256, len(chunk.data)))
+                    pending.append((chunk.index, chunk.digest, len(chunk.data)))
                     pending_bytes += len(chunk.data)
                     received += len(chunk.data)
                 if pending_bytes >= self._sync_every:
@@ -276,13 +279,16 @@ class RegistryService:
             raise InvalidRequest(
                 "data", f"chunk {chunk.index} must be {want} bytes, got {len(chunk.data)}"
             )
-        if len(chunk.sha256) != 32:
-            raise InvalidRequest("sha256", f"chunk {chunk.index}: a SHA-256 digest is 32 bytes")
+        if len(chunk.digest) != DIGEST_SIZE:
+            raise InvalidRequest(
+                "digest",
+                f"chunk {chunk.index}: a {upload.digest_algorithm} digest is {DIGEST_SIZE} bytes",
+            )
 
     def _store_chunk(self, upload: Upload, state: _LiveUpload, chunk: IncomingChunk) -> bool:
-        digest = hashlib.sha256(chunk.data).digest()
-        if not hmac.compare_digest(digest, chunk.sha256):
-            raise ChunkDigestMismatch(chunk.index, chunk.sha256.hex(), digest.hex())
+        digest = digest_bytes(chunk.data, algorithm=upload.digest_algorithm)
+        if not hmac.compare_digest(digest, chunk.digest):
+            raise ChunkDigestMismatch(chunk.index, chunk.digest.hex(), digest.hex())
         with state.lock:
             if chunk.index in state.written:
                 return False  # re-sent chunk: a no-op
@@ -325,7 +331,7 @@ class RegistryService:
             missing = sum(end - start for start, end in progress.missing)
             raise UploadIncomplete(upload_id, progress.first_missing, missing)
         manifest = parse_canonical(Manifest, upload.manifest, field="stored manifest")
-        key = upload.ciphertext_sha256.hex()
+        key = upload.ciphertext_digest.hex()
         with self._live_lock:
             state = self._live.get(upload_id)
         try:
@@ -341,9 +347,11 @@ class RegistryService:
                 check_blob_header(manifest, head)
                 digest = state.blob_digest(upload.chunk_count) if state is not None else None
                 if digest is None:
-                    digest = self._digest(self._blobs.read_upload(upload_id))
-                if digest != manifest.ciphertext_sha256:
-                    raise BlobDigestMismatch("SHA-256", manifest.ciphertext_sha256, digest)
+                    digest = self._digest(manifest, self._blobs.read_upload(upload_id))
+                if digest != manifest.ciphertext_digest:
+                    raise BlobDigestMismatch(
+                        manifest.digest_algorithm.upper(), manifest.ciphertext_digest, digest
+                    )
                 self._blobs.finalize_upload(upload_id, key)
         except BlobDigestMismatch as exc:
             # Every chunk matched its own digest, yet the whole does not match the manifest:
@@ -363,10 +371,11 @@ class RegistryService:
                 owner=upload.owner,
                 manifest=upload.manifest,
                 manifest_signature=upload.manifest_signature,
-                ciphertext_sha256=upload.ciphertext_sha256,
+                ciphertext_digest=upload.ciphertext_digest,
                 size=upload.total_size,
                 blob_key=key,
                 registered_at=now,
+                digest_algorithm=upload.digest_algorithm,
             ),
         )
         with self._live_lock:
@@ -381,28 +390,34 @@ class RegistryService:
                 "CompleteUpload",
                 f"model {upload.model_name}@{upload.model_version}",
                 model=f"{upload.model_name}@{upload.model_version}",
-                details={"size": str(upload.total_size), "ciphertext_sha256": key},
+                details={
+                    "size": str(upload.total_size),
+                    "ciphertext_digest": key,
+                    "digest_algorithm": upload.digest_algorithm,
+                },
             )
         )
         return version
 
     @staticmethod
-    def _digest(pieces: Iterator[bytes]) -> str:
-        hasher = hashlib.sha256()
+    def _digest(manifest: Manifest, pieces: Iterator[bytes]) -> str:
+        hasher = BulkDigest(algorithm=manifest.digest_algorithm)
         for piece in pieces:
             hasher.update(piece)
         return hasher.hexdigest()
 
     def _check_bytes(self, manifest: Manifest, pieces: Iterator[bytes]) -> None:
-        hasher = hashlib.sha256()
+        hasher = BulkDigest(algorithm=manifest.digest_algorithm)
         head = b""
         for piece in pieces:
             if len(head) < HEADER_SIZE:
                 head += piece[: HEADER_SIZE - len(head)]
             hasher.update(piece)
         check_blob_header(manifest, head)
-        if hasher.hexdigest() != manifest.ciphertext_sha256:
-            raise BlobDigestMismatch("SHA-256", manifest.ciphertext_sha256, hasher.hexdigest())
+        if hasher.hexdigest() != manifest.ciphertext_digest:
+            raise BlobDigestMismatch(
+                manifest.digest_algorithm.upper(), manifest.ciphertext_digest, hasher.hexdigest()
+            )
 
     # -- catalogue and download ---------------------------------------------------------------
 

@@ -33,9 +33,12 @@ from fedtune.orchestrator.audit_hook import AuditHook, AuditLogHook
 from fedtune.orchestrator.broker import KeyBroker
 from fedtune.orchestrator.deployment import DeploymentPaths, load_info, read_private
 from fedtune.orchestrator.enrolment import Enroller
+from fedtune.orchestrator.exports import ExportService
 from fedtune.orchestrator.interceptor import AuthInterceptor
 from fedtune.orchestrator.keywrap import FileKeyWrapper, KeyWrapper
+from fedtune.orchestrator.owner_verdicts import OwnerVerdicts
 from fedtune.orchestrator.registry import RegistryService
+from fedtune.orchestrator.rounds import RoundLog
 from fedtune.orchestrator.services.enrolment import EnrolmentServicer
 from fedtune.orchestrator.services.key_broker import KeyBrokerServicer
 from fedtune.orchestrator.services.registry import RegistryServicer
@@ -102,7 +105,13 @@ class OrchestratorServer:
             wrapper or FileKeyWrapper.load(self.paths.master_key),
             nonce_ttl=dt.timedelta(seconds=settings.nonce_ttl_s),
         )
-        self.sessions = SessionService(self.repository, self.audit)
+        # A CKKS session's contexts are made as it starts, so the first release need not wait.
+        self.sessions = SessionService(
+            self.repository, self.audit, on_start=self.broker.prepare_session
+        )
+        self.rounds = RoundLog(self.repository, self.audit)
+        self.verdicts = OwnerVerdicts(self.repository, self.audit)
+        self.exports = ExportService(self.repository, self.blobs, self.audit, self.broker)
         self.enroller = Enroller(
             self.repository,
             ca_key,
@@ -126,13 +135,18 @@ class OrchestratorServer:
             interceptors=[AuthInterceptor(self.repository, self.audit, enrolment_port=False)],
             options=GRPC_OPTIONS,
         )
-        registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(self.registry), self._api)
+        registry_pb2_grpc.add_RegistryServicer_to_server(
+            RegistryServicer(self.registry, self.exports), self._api
+        )
         key_broker_pb2_grpc.add_KeyBrokerServicer_to_server(
             KeyBrokerServicer(self.broker), self._api
         )
         audit_pb2_grpc.add_AuditLogServicer_to_server(AuditLogServicer(self.audit_log), self._api)
         sessions_pb2_grpc.add_SessionsServicer_to_server(
-            SessionsServicer(self.sessions, watch_max_s=s.watch_max_s), self._api
+            SessionsServicer(
+                self.sessions, self.rounds, self.verdicts, self.exports, watch_max_s=s.watch_max_s
+            ),
+            self._api,
         )
         mtls = grpc.ssl_server_credentials(
             [(self._server_key, self._server_chain)],

@@ -19,10 +19,16 @@ from fedtune.orchestrator.errors import (
     NotFound,
     PermissionDenied,
 )
-from fedtune.orchestrator.relations import has_accepted, require_visible
+from fedtune.orchestrator.node_keys import verify_node_key
+from fedtune.orchestrator.relations import (
+    has_accepted,
+    require_accepted_owner,
+    require_visible,
+)
 from fedtune.orchestrator.store.records import (
     Acceptance,
     Invitee,
+    NodeKeyRecord,
     SessionRecord,
     TransitionRecord,
 )
@@ -53,6 +59,11 @@ TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
 }
 
 Clock = Callable[[], dt.datetime]
+StartHook = Callable[[Principal, SessionRecord, SessionTerms], None]
+"""Called by ``start`` before a session moves to running (e.g. to generate CKKS keys)."""
+
+# A data owner may name (or replace) its SuperNode while the session is open or running.
+NODE_KEY_STATES = frozenset({SessionState.OPEN.value, SessionState.RUNNING.value})
 
 
 def _utcnow() -> dt.datetime:
@@ -62,10 +73,18 @@ def _utcnow() -> dt.datetime:
 class SessionService:
     """Creates sessions and moves them through their states; every change is audited."""
 
-    def __init__(self, repository: Repository, audit: AuditHook, *, clock: Clock = _utcnow) -> None:
+    def __init__(
+        self,
+        repository: Repository,
+        audit: AuditHook,
+        *,
+        clock: Clock = _utcnow,
+        on_start: StartHook | None = None,
+    ) -> None:
         self._repository = repository
         self._audit = audit
         self._clock = clock
+        self._on_start = on_start
         self._changed = threading.Condition()
         self._version = 0
 
@@ -362,7 +381,47 @@ class SessionService:
                 SessionState.RUNNING.value,
                 f"{owners} owner(s) accepted, the terms need {terms.min_participants}",
             )
+        if self._on_start is not None:
+            self._on_start(actor, session, terms)
         return self._move(actor, session, SessionState.RUNNING, reason or "started", "StartSession")
+
+    def register_node_key(
+        self, actor: Principal, session_id: str, public_key: bytes, signature: bytes
+    ) -> SessionRecord:
+        """Record an accepted owner's signed SuperNode key (open or running sessions)."""
+        session = self._load(session_id)
+        require_accepted_owner(session, actor, "RegisterNodeKey", states=NODE_KEY_STATES)
+        invitee = next(i for i in session.invitees if i.fingerprint == actor.fingerprint)
+        try:
+            signed = verify_node_key(
+                PublicIdentity.from_bytes(invitee.public_key), session_id, public_key, signature
+            )
+        except SignatureError:
+            raise InvalidRequest(
+                "signature",
+                "it does not verify over the SuperNode key statement for this session and your "
+                "identity (context 'supernode-key')",
+            ) from None
+        now = self._clock()
+        self._repository.put_node_key(
+            session_id,
+            NodeKeyRecord(actor.fingerprint, signed.public_key.encode("ascii"), signature, now),
+            states=sorted(NODE_KEY_STATES),
+        )
+        self._audit.record(
+            audit_hook.event(
+                "session.node-key",
+                actor,
+                "RegisterNodeKey",
+                f"session {session_id}",
+                session_id=session_id,
+                party=actor.fingerprint,
+                model=f"{session.model_name}@{session.model_version}",
+                details={"step": "supernode-key", "key": signed.public_key[:200]},
+            )
+        )
+        self._notify()
+        return self._load(session_id)
 
     def finish(
         self, actor: Principal, session_id: str, *, failed: bool, reason: str
@@ -417,6 +476,8 @@ class SessionService:
                 actor,
                 method,
                 f"session {session.session_id}",
+                # A failed session is a failure on the record, with its reason.
+                outcome=audit_hook.FAILED if target is SessionState.FAILED else audit_hook.OK,
                 session_id=session.session_id,
                 reason=reason,
                 details={"from": session.state, "to": target.value},

@@ -46,6 +46,7 @@ from fedtune.orchestrator.services.convert import PROTO_TO_STATE
 from fedtune.orchestrator.services.key_broker import KeyBrokerServicer
 from fedtune.orchestrator.store.records import (
     Acceptance,
+    CkksContextRecord,
     Invitee,
     ModelRecord,
     ModelVersionRecord,
@@ -234,10 +235,11 @@ class OrchestratorView:
             model.owner,
             m.canonical_bytes(),
             signed.signature,
-            bytes.fromhex(m.ciphertext_sha256),
+            bytes.fromhex(m.ciphertext_digest),
             m.sealed_size,
-            m.ciphertext_sha256,
+            m.ciphertext_digest,
             dt.datetime.now(dt.UTC),
+            m.digest_algorithm,
         )
 
     def get_session_for_member(self, session_id: str, fingerprint: str) -> SessionRecord | None:
@@ -302,6 +304,10 @@ class OrchestratorView:
         """A wrapped secret."""
         return self._local.get_secret(kind, object_id)
 
+    def add_secret(self, kind: str, object_id: str, wrapped: bytes, *, now: dt.datetime) -> bool:
+        """Store a wrapped secret (a session key) here, unless one exists."""
+        return self._local.add_secret(kind, object_id, wrapped, now=now)
+
     def add_nonce(self, nonce: NonceRecord) -> None:
         """Store an issued nonce."""
         self._local.add_nonce(nonce)
@@ -317,6 +323,16 @@ class OrchestratorView:
     def purge_nonces(self, *, expired_before: dt.datetime) -> int:
         """Forget long-expired nonces."""
         return self._local.purge_nonces(expired_before=expired_before)
+
+    def put_ckks_context(
+        self, record: CkksContextRecord, wrapped_key: bytes, *, secret_kind: str
+    ) -> bool:
+        """Store a session's CKKS contexts with their wrapped key, here (never upstream)."""
+        return self._local.put_ckks_context(record, wrapped_key, secret_kind=secret_kind)
+
+    def get_ckks_context(self, session_id: str) -> CkksContextRecord | None:
+        """A session's CKKS contexts, if this broker generated them."""
+        return self._local.get_ckks_context(session_id)
 
 
 class StandaloneBroker:

@@ -18,6 +18,7 @@ from fedtune.orchestrator.errors import (
     NotFound,
     PermissionDenied,
     PolicyDowngrade,
+    StorageFull,
     Unauthenticated,
     UploadIncomplete,
 )
@@ -35,6 +36,7 @@ STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
     UploadIncomplete: grpc.StatusCode.FAILED_PRECONDITION,
     PolicyDowngrade: grpc.StatusCode.FAILED_PRECONDITION,
     IllegalTransition: grpc.StatusCode.FAILED_PRECONDITION,
+    StorageFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ConfigurationError: grpc.StatusCode.INTERNAL,
     SignatureError: grpc.StatusCode.INVALID_ARGUMENT,
     CryptoError: grpc.StatusCode.INVALID_ARGUMENT,

@@ -80,6 +80,13 @@ class SessionTerms(CanonicalModel):
     rounds: int = Field(ge=1, le=100_000)
     aggregation: Literal["secagg", "ckks"] = "secagg"
     min_participants: int = Field(ge=1)
+    sample_fraction: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="share of the online owners sampled each round (never fewer than "
+        "min_participants)",
+    )
     secagg_threshold: int | None = Field(default=None, ge=1)
     dp: DifferentialPrivacy = Field(default_factory=DifferentialPrivacy)
     lora: LoraSettings = Field(default_factory=LoraSettings)

@@ -119,3 +119,20 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state not in (b"Z", b"X")
+
+
+@pytest.fixture(scope="session")
+def session_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One orchestrator, provider, three owners and a TLS SuperLink for every session test."""
+    from enclave.sandbox import bubblewrap_problem
+
+    from .session_world import SessionWorld
+
+    problem = bubblewrap_problem()
+    if problem is not None:
+        pytest.skip(f"the session tests run real sandboxes and need bubblewrap: {problem}")
+    world = SessionWorld(tmp_path_factory.mktemp("sessions"))
+    try:
+        yield world
+    finally:
+        world.stop()

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from crypto.digest import digest_bytes
 from fedtune._proto import registry_pb2
 from fedtune.orchestrator.authz import Role
 from fedtune.orchestrator.errors import RemoteError
@@ -29,7 +30,7 @@ def _chunk(status, blob, index, *, data=None, digest=None):
         upload_id=status.upload_id,
         index=index,
         data=raw,
-        sha256=digest or hashlib.sha256(raw).digest(),
+        digest=digest or digest_bytes(raw),
     )
 
 
@@ -64,7 +65,13 @@ def test_upload_resumes_after_a_killed_client(parties, tmp_path):
     finally:
         proc.wait(timeout=30)
     assert seen >= 20 * CHUNK, "the client never got going"
+    # The server records what it received once it notices the stream broke, which can be a
+    # moment after the client died: ask again for a bounded time.
+    deadline = time.monotonic() + 15
     status = provider.client.begin_upload(art.signed, chunk_size=CHUNK)
+    while status.first_missing == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status = provider.client.begin_upload(art.signed, chunk_size=CHUNK)
     assert not status.complete
     assert status.first_missing > 0, "chunks acknowledged before the kill were lost"
     assert status.first_missing < status.chunk_count
@@ -75,7 +82,8 @@ def test_upload_resumes_after_a_killed_client(parties, tmp_path):
     # Only the missing chunks travelled again.
     assert sent[0] == status.stored_bytes
     assert version.size == art.blob_path.stat().st_size
-    assert version.ciphertext_sha256 == bytes.fromhex(art.signed.manifest.ciphertext_sha256)
+    assert version.ciphertext_digest == bytes.fromhex(art.signed.manifest.ciphertext_digest)
+    assert version.digest_algorithm == "blake3"
     out = tmp_path / "back.sealed"
     provider.client.download("acme/base", "1", out)
     assert out.read_bytes() == art.blob_path.read_bytes()
@@ -97,6 +105,13 @@ def test_resent_chunk_is_a_no_op_and_wrong_digest_is_refused(parties, tmp_path):
         stub.UploadChunks(iter([_chunk(status, art.blob_path, 2), bad]))
     assert err.value.code().name == "DATA_LOSS"
     assert "chunk 1" in err.value.details()
+    # The old protocol's digest (SHA-256 of the data) is a wrong digest now: chunks carry BLAKE3.
+    raw = art.blob_path.read_bytes()[CHUNK : 2 * CHUNK]
+    old = _chunk(status, art.blob_path, 1, digest=hashlib.sha256(raw).digest())
+    with pytest.raises(Exception) as err:
+        stub.UploadChunks(iter([old]))
+    assert err.value.code().name == "DATA_LOSS"
+    assert digest_bytes(raw).hex() in err.value.details()
     # The good chunk sent before the bad one in the same stream was kept; chunk 1 was not.
     now = provider.client.begin_upload(art.signed, chunk_size=CHUNK)
     stored = set(range(now.chunk_count)) - {i for r in now.missing for i in range(r.start, r.end)}
@@ -129,7 +144,8 @@ def test_blob_that_does_not_match_the_manifest_is_not_registered(parties, tmp_pa
     again = provider.client.begin_upload(art.signed, chunk_size=CHUNK)
     assert again.upload_id == status.upload_id and again.first_missing == 0
     version = provider.client.upload(art.signed, art.blob_path, chunk_size=CHUNK)
-    assert version.ciphertext_sha256 == bytes.fromhex(art.signed.manifest.ciphertext_sha256)
+    assert version.ciphertext_digest == bytes.fromhex(art.signed.manifest.ciphertext_digest)
+    assert version.digest_algorithm == "blake3"
 
 
 def test_bytes_that_are_not_a_sealed_stream_are_refused(parties, tmp_path):
@@ -170,7 +186,7 @@ def test_only_the_owning_provider_uploads_a_models_versions(parties, tmp_path):
                         upload_id=status.upload_id,
                         index=0,
                         data=b"x",
-                        sha256=hashlib.sha256(b"x").digest(),
+                        digest=digest_bytes(b"x"),
                     )
                 ]
             )

@@ -56,6 +56,43 @@ def test_a_newer_schema_is_refused(tmp_path):
         SqliteRepository(tmp_path / "s.sqlite")
 
 
+def test_blob_digest_migration_keeps_sha256_rows_named_as_such(tmp_path):
+    # A database as the schema before BLAKE3 digests (step 4) left it, with one upload.
+    from fedtune.orchestrator.store.sqlite import MIGRATIONS
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    for step in MIGRATIONS[:3]:
+        conn.executescript(step)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("INSERT INTO models VALUES ('acme/x', 'a', ?)", (NOW.isoformat(),))
+    conn.execute(
+        "INSERT INTO uploads (upload_id, model_name, model_version, owner, manifest,"
+        " manifest_signature, manifest_sha256, ciphertext_sha256, total_size, chunk_size,"
+        " chunk_count, created_at) VALUES ('old', 'acme/x', '1', 'a', x'7b7d', x'73', ?, ?,"
+        " 10, 4, 3, ?)",
+        (b"m" * 32, b"s" * 32, NOW.isoformat()),
+    )
+    conn.execute("INSERT INTO upload_chunks VALUES ('old', 0, ?, 4)", (b"h" * 32,))
+    conn.commit()
+    conn.close()
+    repo = SqliteRepository(path)
+    try:
+        old = repo.get_upload("old")
+        assert old.ciphertext_digest == b"s" * 32 and old.digest_algorithm == "sha256"
+        assert repo.stored_chunks("old") == {0}
+        repo.begin_upload(_upload(uid="new", version="2"))
+        new = repo.get_upload("new")
+        assert new.digest_algorithm == "blake3" and new.ciphertext_digest == b"c" * 32
+    finally:
+        repo.close()
+    conn = sqlite3.connect(path)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(model_versions)")}
+    conn.close()
+    assert {"ciphertext_digest", "digest_algorithm"} <= columns
+    assert "ciphertext_sha256" not in columns
+
+
 def test_group_commit_keeps_each_write_atomic(repo):
     # Many concurrent writers, some failing: each failure rolls back alone.
     errors = []

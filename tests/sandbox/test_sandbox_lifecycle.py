@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from crypto.identity import Identity
+from enclave._proto import sandbox_pb2
 from enclave.attest import (
     AllowedMeasurement,
     CheckStatus,
@@ -86,6 +87,22 @@ def test_a_round_cannot_be_trained_twice(trained: Trained) -> None:
         trained.running.client.train(1)
     assert caught.value.code is grpc.StatusCode.FAILED_PRECONDITION
     assert caught.value.error_type == "RoundError"
+
+
+def test_requests_for_another_session_are_refused(trained: Trained) -> None:
+    client = trained.running.client
+    before = client.status()
+    for call in (lambda: client.train(before.last_round + 1, session_id="another-session"),
+                 lambda: client.evaluate(session_id="another-session"),
+                 # Sent as raw bytes, the way the Flower relay forwards requests.
+                 lambda: client.relay("ExportUpdate", sandbox_pb2.SandboxExportUpdateRequest(
+                     ckks=sandbox_pb2.SandboxCkksExport(round=before.last_round)
+                 ).SerializeToString())):
+        with pytest.raises(SandboxCallError) as caught:
+            call()
+        assert (caught.value.code, caught.value.error_type) == (
+            grpc.StatusCode.PERMISSION_DENIED, "WrongSession")
+    assert client.status().last_round == before.last_round
 
 
 def test_no_round_beyond_the_signed_rounds(trained: Trained) -> None:

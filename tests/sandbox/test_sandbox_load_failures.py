@@ -175,7 +175,7 @@ def test_configure_refuses_bad_input_and_keeps_the_model_for_a_retry(
                      train_file="train.jsonl")
     assert error.error_type == "TermsError" and "not JSON" in error.message
 
-    error = _refused(client.train, 1)
+    error = _refused(client.train, 1, session_id=SESSION_ID)
     assert error.error_type == "WrongPhase"
     assert client.status().phase == "model-loaded"
 

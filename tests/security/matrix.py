@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import message_factory
+from google.protobuf.descriptor import Descriptor
 
 import fedtune._proto
 
@@ -76,6 +77,14 @@ class Cell:
         return f"{name.replace('/', '.')}-{self.caller}{rel}-{self.expected}"
 
 
+def names_object(message: Descriptor, *, depth: int = 2) -> bool:
+    """Whether a request, or a message it carries (an upload stream's header), names an object."""
+    nested = [f.message_type for f in message.fields if f.message_type is not None]
+    return any(f.name in OBJECT_FIELDS for f in message.fields) or (
+        depth > 0 and any(names_object(n, depth=depth - 1) for n in nested)
+    )
+
+
 def proto_rpcs() -> dict[str, RpcShape]:
     """Every RPC of every service in fedtune/_proto, from the generated descriptors."""
     found: dict[str, RpcShape] = {}
@@ -87,14 +96,13 @@ def proto_rpcs() -> dict[str, RpcShape]:
             if service.full_name in NOT_SERVED:
                 continue
             for m in service.methods:
-                fields = {f.name for f in m.input_type.fields}
                 found[f"/{service.full_name}/{m.name}"] = RpcShape(
                     method=f"/{service.full_name}/{m.name}",
                     request=message_factory.GetMessageClass(m.input_type),
                     response=message_factory.GetMessageClass(m.output_type),
                     client_streaming=m.client_streaming,
                     server_streaming=m.server_streaming,
-                    takes_object=bool(fields & OBJECT_FIELDS),
+                    takes_object=names_object(m.input_type),
                 )
     return found
 

@@ -4,16 +4,20 @@ stored state (or hand out something) if a refused caller got through."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from crypto.hpke import RecipientPrivateKey, wrap_key
+from crypto.datakey import DataKey
+from crypto.digest import digest_bytes
+from crypto.hpke import RecipientPrivateKey, unwrap_key, wrap_key
 from crypto.identity import Identity
-from enclave.attest import report_data_for
+from crypto.seal import unseal_to_memory
+from enclave.attest import new_nonce, report_data_for, verify
+from enclave.sandbox.adapter_seal import content_mac
 from fedtune._proto import (
     audit_pb2,
     common_pb2,
@@ -26,14 +30,31 @@ from fedtune.audit import Action, AuditEvent, Outcome
 from fedtune.audit import Role as AuditRole
 from fedtune.orchestrator import pki
 from fedtune.orchestrator.authz import Role
-from fedtune.orchestrator.broker import REGISTRATION_SESSION, model_id
+from fedtune.orchestrator.broker import REGISTRATION_SESSION, SecretKind, model_id
 from fedtune.orchestrator.enrolment import SIGNING_CONTEXT as ENROL_CONTEXT
 from fedtune.orchestrator.enrolment import EnrolmentRequest, create_token
+from fedtune.orchestrator.exports import ExportApproval
+from fedtune.orchestrator.services.convert import verdict as verdict_message
 from fedtune.orchestrator.terms import SIGNING_CONTEXT as TERMS_CONTEXT
 from tests.orchestrator.conftest import data_key_of, terms_for
 
 from .matrix import RpcShape
-from .world import CHUNK, MODEL, S_CREATED, S_OPEN, S_READY, S_RUN, S_RUN2, Caller, World
+from .world import (
+    CHUNK,
+    MEASUREMENT,
+    MODEL,
+    S_APPROVED,
+    S_CKKS,
+    S_CREATED,
+    S_DONE,
+    S_OPEN,
+    S_READY,
+    S_RUN,
+    S_RUN2,
+    Caller,
+    World,
+    report_json,
+)
 
 _MODEL_KEY = key_broker_pb2.SECRET_KIND_MODEL_DATA_KEY
 
@@ -166,7 +187,7 @@ def upload_chunks(world: World, caller: Caller, allow: bool) -> Probe:
     index = 0 if allow else 1
     data = world.v2.blob_path.read_bytes()[index * CHUNK : (index + 1) * CHUNK]
     chunk = registry_pb2.UploadChunk(
-        upload_id=world.upload_v2, index=index, data=data, sha256=hashlib.sha256(data).digest()
+        upload_id=world.upload_v2, index=index, data=data, digest=digest_bytes(data)
     )
     return Probe([chunk], world.upload_v2, _only(lambda r: r.upload_id == world.upload_v2))
 
@@ -221,6 +242,47 @@ def download(world: World, caller: Caller, allow: bool) -> Probe:
         f"{MODEL}@1",
         check,
     )
+
+
+def put_sealed_adapter(world: World, caller: Caller, allow: bool) -> Probe:
+    """An adapter sealed under the session key by alice's sandbox, header first. Allowed: a new
+    running session; refused: the running session, which has a key and no adapter yet."""
+    sid = world.session("running") if allow else S_RUN
+    sealed = world.seal_adapter(sid)
+    header = registry_pb2.SealedAdapterHeader(
+        session_id=sid,
+        sealed_sha256=sealed.sealed_sha256,
+        sealed_size=len(sealed.sealed),
+        content_mac=sealed.content_mac,
+        key_id=sealed.key_id,
+        after_round=sealed.after_round,
+        adapter_fingerprint=sealed.adapter_fingerprint,
+    )
+    parts = [registry_pb2.SealedAdapterUpload(header=header)] + [
+        registry_pb2.SealedAdapterUpload(chunk=sealed.sealed[at : at + CHUNK])
+        for at in range(0, len(sealed.sealed), CHUNK)
+    ]
+    return Probe(
+        parts,
+        sid,
+        _only(
+            lambda r: r.stored_now
+            and (r.session_id, r.uploaded_by) == (sid, caller.fingerprint)
+            and (r.sealed_sha256, r.content_mac) == (sealed.sealed_sha256, sealed.content_mac)
+        ),
+    )
+
+
+def get_sealed_adapter(world: World, caller: Caller, allow: bool) -> Probe:
+    """The finished session's sealed adapter (a refused caller must receive no byte of it)."""
+    sealed = world.adapters[S_DONE].sealed
+
+    def check(responses: list[Any]) -> None:
+        assert b"".join(r.data for r in responses) == sealed
+        starts = [sum(len(r.data) for r in responses[:i]) for i in range(len(responses))]
+        assert [r.offset for r in responses] == starts
+
+    return Probe(registry_pb2.GetSealedAdapterRequest(session_id=S_DONE), S_DONE, check)
 
 
 # -- KeyBroker -------------------------------------------------------------------------------------
@@ -302,6 +364,43 @@ def release(world: World, caller: Caller, allow: bool) -> Probe:
         ),
         S_RUN,
         _only(lambda r: r.WhichOneof("outcome") == "released"),
+    )
+
+
+def get_public_context(world: World, caller: Caller, allow: bool) -> Probe:
+    """The CKKS session's public context: parameters and public key, never the secret key."""
+
+    def public_only(response: Any) -> bool:
+        from crypto.ckks import load_context
+
+        load_context(response.context, secret=False)  # raises on a secret context
+        return response.session_id == S_CKKS and bool(response.key_id)
+
+    return Probe(
+        key_broker_pb2.GetPublicContextRequest(session_id=S_CKKS), S_CKKS, _only(public_only)
+    )
+
+
+def reattest(world: World, caller: Caller, allow: bool) -> Probe:
+    """Fresh evidence of alice's sandbox in the running session (which got its keys) for a
+    re-attestation nonce issued to alice (a refused caller would have spent it, on the record)."""
+    nonce = world.alice.client.challenge(S_RUN, SecretKind.REATTESTATION)
+    public = RecipientPrivateKey.generate().public_key().to_bytes()
+    evidence = world.tee.get_evidence(report_data_for(nonce, public)).canonical_bytes()
+    return Probe(
+        key_broker_pb2.ReleaseRequest(
+            session_id=S_RUN,
+            kind=key_broker_pb2.SECRET_KIND_REATTESTATION,
+            evidence=evidence,
+            ephemeral_public_key=public,
+            nonce=nonce,
+        ),
+        S_RUN,
+        _only(
+            lambda r: r.ok
+            and r.reason == "attested"
+            and {"broker.nonce", "policy.measurement"} <= {c.name for c in r.verdict.checks}
+        ),
     )
 
 
@@ -422,6 +521,146 @@ def watch_session(world: World, caller: Caller, allow: bool) -> Probe:
     )
 
 
+def register_node_key(world: World, caller: Caller, allow: bool) -> Probe:
+    """A fresh SuperNode key for the running session, signed by the caller."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from fedtune.orchestrator.node_keys import sign_node_key
+
+    key = ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return Probe(
+        sessions_pb2.RegisterNodeKeyRequest(
+            session_id=S_RUN, public_key=key, signature=sign_node_key(caller.identity, S_RUN, key)
+        ),
+        S_RUN,
+        _only(
+            lambda r: any(
+                p.fingerprint == caller.fingerprint and p.node_key.public_key == key
+                for p in r.participants
+            )
+        ),
+    )
+
+
+def record_round_events(world: World, caller: Caller, allow: bool) -> Probe:
+    """A round-start event of the running session (a refused caller would have audited one)."""
+    return Probe(
+        sessions_pb2.RecordRoundEventsRequest(
+            session_id=S_RUN,
+            events=[sessions_pb2.RoundEvent(kind=sessions_pb2.ROUND_EVENT_KIND_ROUND_START,
+                                            round=1)],
+        ),
+        S_RUN,
+        _only(lambda r: r.recorded == 1),
+    )
+
+
+def put_session_report(world: World, caller: Caller, allow: bool) -> Probe:
+    """Store a report of the second running session."""
+    return Probe(
+        sessions_pb2.PutSessionReportRequest(session_id=S_RUN2, report=report_json(S_RUN2)),
+        S_RUN2,
+        _only(lambda r: r.session_id == S_RUN2),
+    )
+
+
+def get_session_report(world: World, caller: Caller, allow: bool) -> Probe:
+    """The running session's stored report."""
+    return Probe(
+        sessions_pb2.GetSessionRequest(session_id=S_RUN),
+        S_RUN,
+        _only(lambda r: r.session_id == S_RUN and b'"session_id":"s-run"' in r.report),
+    )
+
+
+def record_owner_verdict(world: World, caller: Caller, allow: bool) -> Probe:
+    """The caller's own verdict on the sandbox of the running session: the simulated sandbox's
+    evidence checked against a policy the caller signed (a refused caller would log one)."""
+    nonce, public = new_nonce(), RecipientPrivateKey.generate().public_key().to_bytes()
+    evidence = world.tee.get_evidence(report_data_for(nonce, public))
+    policy = world.policy(caller.identity, version=1)
+    verdict = verify(
+        evidence,
+        policy,
+        report_data_for(nonce, public),
+        trusted_policy_issuers=[caller.fingerprint],
+        now=dt.datetime.now(dt.UTC),
+    )
+    assert verdict.ok, verdict.failures
+    return Probe(
+        sessions_pb2.OwnerVerdictRequest(
+            session_id=S_RUN,
+            stage="reattest",
+            ok=True,
+            reason="accepted",
+            verdict=verdict_message(verdict),
+            policy_digest=policy.digest,
+            measurement=MEASUREMENT,
+        ),
+        S_RUN,
+        _only(lambda r: r.recorded == 1),
+    )
+
+
+def approve_export(world: World, caller: Caller, allow: bool) -> Probe:
+    """The caller's signed approval of the stored adapter. Allowed: a new finished session;
+    refused: the finished session only acme approved."""
+    sid = world.finished_with_adapter() if allow else S_DONE
+    digest = world.adapters[sid].sealed_sha256
+    approval = ExportApproval(
+        session_id=sid,
+        adapter_sha256=digest,
+        approver=caller.fingerprint,
+        approved_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
+    )
+    return Probe(
+        sessions_pb2.ApproveExportRequest(
+            session_id=sid,
+            approval=_signed(approval.canonical_bytes(), approval.sign(caller.identity)),
+        ),
+        sid,
+        _only(
+            lambda r: r.adapter_sha256 == digest
+            and caller.fingerprint in {a.fingerprint for a in r.approvals}
+            and caller.fingerprint not in {m.fingerprint for m in r.missing}
+        ),
+    )
+
+
+def export(world: World, caller: Caller, allow: bool) -> Probe:
+    """The session key of the session everyone approved, wrapped to a fresh key of the caller;
+    allowed: it opens the stored sealed adapter, whose content MAC is the sandbox's."""
+    recipient = RecipientPrivateKey.generate()
+    sealed = world.adapters[S_APPROVED]
+
+    def opens_the_adapter(response: Any) -> bool:
+        assert response.WhichOneof("outcome") == "granted", response
+        granted = response.granted
+        raw = unwrap_key(
+            granted.wrapped_session_key, recipient, model_id=granted.model_id,
+            session_id=S_APPROVED,
+        )
+        key = DataKey(raw)
+        payload = bytes(unseal_to_memory(io.BytesIO(sealed.sealed), key))
+        return (
+            granted.model_id == f"{MODEL}@1"
+            and key.key_id == sealed.key_id
+            and granted.adapter_sha256 == sealed.sealed_sha256
+            and granted.content_mac == sealed.content_mac == content_mac(key, S_APPROVED, payload)
+        )
+
+    return Probe(
+        sessions_pb2.ExportRequest(
+            session_id=S_APPROVED, recipient_public_key=recipient.public_key().to_bytes()
+        ),
+        S_APPROVED,
+        _only(opens_the_adapter),
+    )
+
+
 # -- AuditLog --------------------------------------------------------------------------------------
 
 
@@ -485,12 +724,16 @@ PROBES: dict[str, Builder] = {
     "/fedtune.v1.Registry/DescribeModel": describe_model,
     "/fedtune.v1.Registry/GetManifest": get_manifest,
     "/fedtune.v1.Registry/Download": download,
+    "/fedtune.v1.Registry/PutSealedAdapter": put_sealed_adapter,
+    "/fedtune.v1.Registry/GetSealedAdapter": get_sealed_adapter,
     "/fedtune.v1.KeyBroker/GetBrokerKey": get_broker_key,
     "/fedtune.v1.KeyBroker/RegisterKey": register_key,
     "/fedtune.v1.KeyBroker/SetPolicy": set_policy,
     "/fedtune.v1.KeyBroker/GetPolicy": get_policy,
     "/fedtune.v1.KeyBroker/Challenge": challenge,
     "/fedtune.v1.KeyBroker/Release": release,
+    "/fedtune.v1.KeyBroker/GetPublicContext": get_public_context,
+    "/fedtune.v1.KeyBroker/Reattest": reattest,
     "/fedtune.v1.Sessions/CreateSession": create_session,
     "/fedtune.v1.Sessions/InviteOwners": invite_owners,
     "/fedtune.v1.Sessions/AcceptSession": accept_session,
@@ -500,6 +743,13 @@ PROBES: dict[str, Builder] = {
     "/fedtune.v1.Sessions/GetSession": get_session,
     "/fedtune.v1.Sessions/ListSessions": list_sessions,
     "/fedtune.v1.Sessions/WatchSession": watch_session,
+    "/fedtune.v1.Sessions/RegisterNodeKey": register_node_key,
+    "/fedtune.v1.Sessions/RecordRoundEvents": record_round_events,
+    "/fedtune.v1.Sessions/PutSessionReport": put_session_report,
+    "/fedtune.v1.Sessions/GetSessionReport": get_session_report,
+    "/fedtune.v1.Sessions/RecordOwnerVerdict": record_owner_verdict,
+    "/fedtune.v1.Sessions/ApproveExport": approve_export,
+    "/fedtune.v1.Sessions/Export": export,
     "/fedtune.v1.AuditLog/Append": append,
     "/fedtune.v1.AuditLog/GetCheckpoint": get_checkpoint,
     "/fedtune.v1.AuditLog/GetEntries": get_entries,

@@ -11,12 +11,14 @@ from pathlib import Path
 import grpc
 import pytest
 
+from crypto.hpke import RecipientPrivateKey
 from enclave._proto import sandbox_pb2
+from fedtune.audit import Action, Outcome
 from fedtune.orchestrator.authz import ENROLMENT_METHODS, METHOD_ROLES, SERVED_ELSEWHERE
 
 from .matrix import FOREIGN, ROLES, UNAUTHENTICATED, Cell, load_matrix, proto_rpcs, required_keys
 from .probes import PROBES, CallResult, Probe, invoke
-from .world import World, build_world, changed, events_since, state_digest
+from .world import S_DONE, World, build_world, changed, events_since, state_digest
 
 MATRIX = load_matrix()
 RPCS = proto_rpcs()
@@ -175,3 +177,29 @@ def test_cell(world: World, cell: Cell) -> None:
     _assert_refused_and_audited(
         world, cell, caller.audit_role, caller.fingerprint, probe, result, size, before
     )
+
+
+# -- a domain refusal is an answer, not a denial ---------------------------------------------------
+
+
+@pytest.mark.parametrize("party", ["acme", "alice"])
+def test_export_without_every_approval_is_an_answer_not_a_denial(world: World, party: str) -> None:
+    # Like a refused release: the caller may ask (its matrix cell is "allow"), the session's
+    # state says no. The answer names who must still approve; the log has an export refused,
+    # no authorisation refusal; nothing is stored and no key leaves.
+    caller = getattr(world, party)
+    recipient = RecipientPrivateKey.generate().public_key().to_bytes()
+    before, size = state_digest(world), world.server.audit_log.size
+    response = caller.client.export(S_DONE, recipient)
+    assert response.WhichOneof("outcome") == "refused", response
+    assert {(m.fingerprint, m.role) for m in response.refused.missing} == {
+        (world.alice.fingerprint, "data-owner"),
+        (world.bob.fingerprint, "data-owner"),
+    }
+    assert response.refused.reason.startswith("missing export approvals from data-owner ")
+    events = events_since(world, size)
+    assert [(e.action, e.outcome) for e in events] == [(Action.EXPORT, Outcome.REFUSED)]
+    (event,) = events
+    assert (event.actor, event.session) == (caller.fingerprint, S_DONE)
+    assert event.details["rpc"] == "Export" and event.reason == response.refused.reason
+    assert changed(before, state_digest(world)) == set()

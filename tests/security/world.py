@@ -11,16 +11,28 @@ from pathlib import Path
 
 import grpc
 
+from crypto.datakey import DataKey
+from crypto.hpke import RecipientPrivateKey, unwrap_key
 from crypto.identity import Identity
 from crypto.manifest import SignedManifest, sign_manifest
-from enclave.attest import AllowedMeasurement, EvidenceKind, ReleasePolicy, SignedReleasePolicy
+from enclave.attest import (
+    AllowedMeasurement,
+    EvidenceKind,
+    ReleasePolicy,
+    SignedReleasePolicy,
+    report_data_for,
+)
 from enclave.attest.simulated import SimulatedTee
+from enclave.sandbox.adapter_seal import SealedAdapter, seal_adapter
 from fedtune.audit import AuditEvent
+from fedtune.federated.report_model import SessionReport
 from fedtune.orchestrator.authz import Role
+from fedtune.orchestrator.broker import SecretKind
 from fedtune.orchestrator.client import ClientConfig
 from fedtune.orchestrator.client.api import mtls_channel
 from fedtune.orchestrator.deployment import init_deployment
 from fedtune.orchestrator.server import OrchestratorServer
+from fedtune.orchestrator.terms import SessionTerms
 from fedtune.provider.seal import SealedArtifact
 from tests.orchestrator.conftest import (
     Deployment,
@@ -44,6 +56,10 @@ S_CREATED = "s-created"  # created: InviteOwners target
 S_OPEN = "s-open"  # open, no owner accepted: AcceptSession target
 S_READY = "s-ready"  # open, everyone accepted: StartSession target
 S_RUN2 = "s-run2"  # running: FinishSession and CancelSession target
+S_CKKS = "s-ckks"  # running, CKKS aggregation: GetPublicContext target
+# Finished sessions whose sealed adapter alice's sandbox stored (S_RUN has a session key, none).
+S_DONE = "s-done"  # acme approved the export, alice and bob not: ApproveExport target
+S_APPROVED = "s-approved"  # acme, alice and bob approved: Export target
 
 
 @dataclass
@@ -85,6 +101,8 @@ class World:
     upload_v1: str = ""  # completed
     upload_v2: str = ""  # begun, no chunk stored
     upload_v3: str = ""  # every chunk stored, not completed
+    session_keys: dict[str, DataKey] = field(default_factory=dict)  # as alice's sandbox got them
+    adapters: dict[str, SealedAdapter] = field(default_factory=dict)  # the stored sealed adapters
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     # -- callers ---------------------------------------------------------------------------
@@ -139,6 +157,54 @@ class World:
         """A new session on acme/base@1 for alice and bob, brought to ``state``."""
         sid = self.new_id("fresh")
         _session(self, sid, state, creator=creator)
+        return sid
+
+    def session_key(self, sid: str) -> DataKey:
+        """The running session's key, released to alice's attested sandbox (as it seals with)."""
+        if sid not in self.session_keys:
+            client = self.alice.client
+            nonce = client.challenge(sid, SecretKind.SESSION_KEY)
+            recipient = RecipientPrivateKey.generate()
+            public = recipient.public_key().to_bytes()
+            evidence = self.tee.get_evidence(report_data_for(nonce, public)).canonical_bytes()
+            wrapped = client.release(sid, SecretKind.SESSION_KEY, evidence, public, nonce)
+            raw = unwrap_key(wrapped, recipient, model_id=f"{MODEL}@1", session_id=sid)
+            self.session_keys[sid] = DataKey(raw)
+        return self.session_keys[sid]
+
+    def seal_adapter(self, sid: str) -> SealedAdapter:
+        """A small LoRA adapter directory sealed under the session's key, as a sandbox seals it."""
+        import numpy as np
+        from safetensors.numpy import save
+
+        rng = np.random.default_rng(len(sid))
+        weights = {
+            f"base_model.model.layer.0.q.lora_{ab}.weight": rng.standard_normal(
+                (4, 32) if ab == "A" else (32, 4)
+            ).astype(np.float32)
+            for ab in "AB"
+        }
+        files = {
+            "adapter_config.json": b'{"peft_type": "LORA", "r": 4, "target_modules": ["q"]}',
+            "adapter_model.safetensors": save(weights),
+        }
+        return seal_adapter(
+            files, self.session_key(sid), session_id=sid, after_round=1,
+            adapter_fingerprint="lora-r4-q",
+        )
+
+    def finished_with_adapter(
+        self, sid: str | None = None, *, approvers: tuple[Party, ...] = ()
+    ) -> str:
+        """A finished session with alice's sealed adapter stored, approved by ``approvers``."""
+        sid = sid or self.new_id("fresh")
+        _session(self, sid, "running")
+        sealed = self.seal_adapter(sid)
+        assert self.alice.client.put_sealed_adapter(sealed).stored_now
+        self.adapters[sid] = sealed
+        self.operator.client.finish_session(sid, reason="the rounds are done")
+        for party in approvers:
+            party.client.approve_export(sid, party.identity, sealed.sealed_sha256)
         return sid
 
     def policy(self, signer: Identity, *, version: int, name: str = MODEL) -> SignedReleasePolicy:
@@ -254,6 +320,11 @@ def build_world(tmp: Path, **server_settings: object) -> World:
             (S_RUN2, "running"),
         ):
             _session(world, sid, state)
+        _session(world, S_CKKS, "running", aggregation="ckks")
+        world.session_key(S_RUN)
+        world.finished_with_adapter(S_DONE, approvers=(acme,))
+        world.finished_with_adapter(S_APPROVED, approvers=(acme, alice, bob))
+        operator.client.put_session_report(S_RUN, report_json(S_RUN))
         return world
     except BaseException:
         parties.close()
@@ -261,11 +332,31 @@ def build_world(tmp: Path, **server_settings: object) -> World:
         raise
 
 
-def _session(world: World, sid: str, state: str, *, creator: Party | None = None) -> None:
+def report_json(sid: str) -> bytes:
+    """A minimal session report for ``sid``, as the aggregator stores it."""
+    now = dt.datetime.now(dt.UTC)
+    return SessionReport(
+        session_id=sid, model=f"{MODEL}@1", aggregation="secagg", task="classification",
+        status="finished", started_at=now, finished_at=now,
+    ).model_dump_json().encode()
+
+
+def _session(
+    world: World,
+    sid: str,
+    state: str,
+    *,
+    creator: Party | None = None,
+    aggregation: str = "secagg",
+) -> None:
     """Create session ``sid`` on acme/base@1 for alice and bob and bring it to ``state``."""
     creator = creator or world.acme
     owners = [world.alice, world.bob]
     terms = terms_for(sid, world.acme, owners, name=MODEL)
+    if aggregation == "ckks":
+        terms = SessionTerms.model_validate(
+            terms.model_dump() | {"aggregation": "ckks", "secagg_threshold": None}
+        )
     creator.client.create_session(terms, creator.identity, [o.identity.public.raw for o in owners])
     if state == "created":
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -11,10 +10,11 @@ from typing import Any, TypeVar
 import grpc
 
 from crypto.datakey import DataKey
+from crypto.digest import digest_bytes
 from crypto.hpke import RecipientPublicKey, wrap_key
 from crypto.identity import Identity
 from crypto.manifest import Manifest, SignedManifest
-from enclave.attest import SignedReleasePolicy
+from enclave.attest import SignedReleasePolicy, Verdict
 from fedtune._proto import (
     common_pb2,
     key_broker_pb2,
@@ -132,7 +132,7 @@ class OrchestratorClient:
                         upload_id=status.upload_id,
                         index=index,
                         data=data,
-                        sha256=hashlib.sha256(data).digest(),
+                        digest=digest_bytes(data),
                     )
                     done += len(data)
                     if progress is not None:
@@ -224,6 +224,20 @@ class OrchestratorClient:
             return written
 
         return _call("Download", run)
+
+    def download_stream(self, name: str, version: str) -> Iterator[bytes]:
+        """The sealed blob's pieces as they arrive (to stream into a sandbox, no file)."""
+        request = registry_pb2.DownloadRequest(
+            model=common_pb2.ModelRef(name=name, version=version)
+        )
+        stream = self.registry.Download(request, timeout=self.timeout * 10)
+        try:
+            for piece in stream:
+                yield piece.data
+        except grpc.RpcError as exc:
+            raise RemoteError("Download", exc.code().name, exc.details() or "") from None
+        finally:
+            stream.cancel()
 
     # -- key broker ---------------------------------------------------------------------------
 
@@ -328,11 +342,32 @@ class OrchestratorClient:
         nonce: bytes,
     ) -> bytes:
         """The secret HPKE-sealed to the ephemeral key; ReleaseRefused with the failed checks."""
+        return self.release_secret(session_id, kind, evidence, ephemeral_public_key, nonce)[0]
+
+    def release_secret(
+        self,
+        session_id: str,
+        kind: SecretKind,
+        evidence: bytes,
+        ephemeral_public_key: bytes,
+        nonce: bytes,
+    ) -> tuple[bytes, bytes]:
+        """(wrapped key, sealed secret): the CKKS secret comes sealed under the wrapped key."""
         resp = self.release_raw(session_id, kind, evidence, ephemeral_public_key, nonce)
         if resp.WhichOneof("outcome") == "released":
-            return resp.released.wrapped_secret
+            return resp.released.wrapped_secret, resp.released.sealed_secret
         failed = [c.name for c in resp.refused.verdict.checks if c.status == "failed"]
         raise ReleaseRefused(resp.refused.reason, failed)
+
+    def public_context(self, session_id: str) -> key_broker_pb2.PublicContext:
+        """A CKKS session's public context (the aggregator's)."""
+        return _call(
+            "GetPublicContext",
+            lambda: self.broker.GetPublicContext(
+                key_broker_pb2.GetPublicContextRequest(session_id=session_id),
+                timeout=self.timeout,
+            ),
+        )
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -438,6 +473,57 @@ class OrchestratorClient:
         )
         return list(resp.sessions)
 
+    def register_node_key(
+        self, session_id: str, public_key: bytes, identity: Identity
+    ) -> sessions_pb2.SessionInfo:
+        """Name this owner's SuperNode for a session: its OpenSSH public key, signed by us."""
+        from fedtune.orchestrator.node_keys import sign_node_key
+
+        signature = sign_node_key(identity, session_id, public_key)
+        return _call(
+            "RegisterNodeKey",
+            lambda: self.sessions.RegisterNodeKey(
+                sessions_pb2.RegisterNodeKeyRequest(
+                    session_id=session_id, public_key=public_key, signature=signature
+                ),
+                timeout=self.timeout,
+            ),
+        )
+
+    def record_round_events(
+        self, session_id: str, events: Sequence[sessions_pb2.RoundEvent]
+    ) -> int:
+        """Put the aggregator's round events on the audit log; returns how many."""
+        resp = _call(
+            "RecordRoundEvents",
+            lambda: self.sessions.RecordRoundEvents(
+                sessions_pb2.RecordRoundEventsRequest(session_id=session_id, events=list(events)),
+                timeout=self.timeout,
+            ),
+        )
+        return resp.recorded
+
+    def put_session_report(
+        self, session_id: str, report: bytes
+    ) -> sessions_pb2.SessionReportDocument:
+        """Store the session report (its JSON)."""
+        return _call(
+            "PutSessionReport",
+            lambda: self.sessions.PutSessionReport(
+                sessions_pb2.PutSessionReportRequest(session_id=session_id, report=report),
+                timeout=self.timeout,
+            ),
+        )
+
+    def get_session_report(self, session_id: str) -> sessions_pb2.SessionReportDocument:
+        """The session report stored by the aggregator."""
+        return _call(
+            "GetSessionReport",
+            lambda: self.sessions.GetSessionReport(
+                sessions_pb2.GetSessionRequest(session_id=session_id), timeout=self.timeout
+            ),
+        )
+
     def watch_session(self, session_id: str, *, timeout: float | None = None) -> Iterator[Any]:
         """Session snapshots as they change, until the session ends."""
         stream = self.sessions.WatchSession(
@@ -451,3 +537,131 @@ class OrchestratorClient:
             raise RemoteError("WatchSession", exc.code().name, exc.details() or "") from None
         finally:
             stream.cancel()
+
+    # -- attestation beyond release ----------------------------------------------------------
+
+    def reattest(
+        self, session_id: str, evidence: bytes, ephemeral_public_key: bytes, nonce: bytes
+    ) -> key_broker_pb2.ReattestResponse:
+        """The broker's verdict on a set-up sandbox's fresh evidence (nonce of kind REATTEST)."""
+        return _call(
+            "Reattest",
+            lambda: self.broker.Reattest(
+                key_broker_pb2.ReleaseRequest(
+                    session_id=session_id,
+                    kind=KIND_TO_PROTO[SecretKind.REATTESTATION],
+                    evidence=evidence,
+                    ephemeral_public_key=ephemeral_public_key,
+                    nonce=nonce,
+                ),
+                timeout=self.timeout,
+            ),
+        )
+
+    def record_owner_verdict(
+        self,
+        session_id: str,
+        *,
+        stage: str,
+        ok: bool,
+        reason: str,
+        verdict: Verdict | None = None,
+        policy_digest: str = "",
+        measurement: bytes = b"",
+    ) -> int:
+        """Put this owner's own verdict on its sandbox on the audit log."""
+        from fedtune.orchestrator.services.convert import verdict as verdict_message
+
+        request = sessions_pb2.OwnerVerdictRequest(
+            session_id=session_id, stage=stage, ok=ok, reason=reason[:1024],
+            policy_digest=policy_digest, measurement=measurement,
+        )
+        if verdict is not None:
+            request.verdict.CopyFrom(verdict_message(verdict))
+        resp = _call(
+            "RecordOwnerVerdict",
+            lambda: self.sessions.RecordOwnerVerdict(request, timeout=self.timeout),
+        )
+        return resp.recorded
+
+    # -- results: the sealed adapter and its export -----------------------------------------------
+
+    def put_sealed_adapter(
+        self, sealed: Any, *, chunk_size: int = 1 << 20
+    ) -> registry_pb2.SealedAdapterInfo:
+        """Store the sandbox's sealed adapter (an ``enclave.sandbox.SealedAdapter``)."""
+        header = registry_pb2.SealedAdapterHeader(
+            session_id=sealed.session_id,
+            sealed_sha256=sealed.sealed_sha256,
+            sealed_size=len(sealed.sealed),
+            content_mac=sealed.content_mac,
+            key_id=sealed.key_id,
+            after_round=sealed.after_round,
+            adapter_fingerprint=sealed.adapter_fingerprint,
+        )
+
+        def parts() -> Iterator[registry_pb2.SealedAdapterUpload]:
+            yield registry_pb2.SealedAdapterUpload(header=header)
+            view = memoryview(sealed.sealed)
+            for start in range(0, len(view), chunk_size):
+                yield registry_pb2.SealedAdapterUpload(chunk=bytes(view[start:start + chunk_size]))
+
+        return _call(
+            "PutSealedAdapter",
+            lambda: self.registry.PutSealedAdapter(parts(), timeout=self.timeout * 10),
+        )
+
+    def get_sealed_adapter(self, session_id: str, *, max_size: int = 1 << 30) -> bytes:
+        """The session's sealed adapter (ciphertext), in memory."""
+
+        def run() -> bytes:
+            out = bytearray()
+            stream = self.registry.GetSealedAdapter(
+                registry_pb2.GetSealedAdapterRequest(session_id=session_id),
+                timeout=self.timeout * 10,
+            )
+            for piece in stream:
+                if len(out) + len(piece.data) > max_size:
+                    stream.cancel()
+                    raise ValueError(f"the sealed adapter is larger than {max_size} bytes")
+                out += piece.data
+            return bytes(out)
+
+        return _call("GetSealedAdapter", run)
+
+    def approve_export(
+        self, session_id: str, identity: Identity, adapter_sha256: str
+    ) -> sessions_pb2.ExportStatus:
+        """Sign and send this party's approval to export the session's sealed adapter."""
+        import datetime as dt
+
+        from fedtune.orchestrator.exports import ExportApproval
+
+        approval = ExportApproval(
+            session_id=session_id,
+            adapter_sha256=adapter_sha256,
+            approver=identity.fingerprint,
+            approved_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
+        )
+        doc = common_pb2.SignedDocument(
+            canonical=approval.canonical_bytes(), signature=approval.sign(identity)
+        )
+        return _call(
+            "ApproveExport",
+            lambda: self.sessions.ApproveExport(
+                sessions_pb2.ApproveExportRequest(session_id=session_id, approval=doc),
+                timeout=self.timeout,
+            ),
+        )
+
+    def export(self, session_id: str, recipient_public_key: bytes) -> sessions_pb2.ExportResponse:
+        """Ask for the session key wrapped to a fresh key of ours (granted or refused)."""
+        return _call(
+            "Export",
+            lambda: self.sessions.Export(
+                sessions_pb2.ExportRequest(
+                    session_id=session_id, recipient_public_key=recipient_public_key
+                ),
+                timeout=self.timeout,
+            ),
+        )

@@ -6,11 +6,18 @@ import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from enclave.attest import Verdict
+from enclave.attest import Check, Verdict
 from fedtune._proto import common_pb2, registry_pb2, sessions_pb2
+from fedtune.orchestrator.errors import InvalidRequest
+from fedtune.orchestrator.exports import ExportStatus
 from fedtune.orchestrator.registry import UploadProgress
 from fedtune.orchestrator.sessions import SessionState
-from fedtune.orchestrator.store.records import ModelVersionRecord, SessionRecord
+from fedtune.orchestrator.store.records import (
+    ModelVersionRecord,
+    SealedAdapterRecord,
+    SessionRecord,
+    SessionReportRecord,
+)
 
 STATE_TO_PROTO = {
     SessionState.CREATED: sessions_pb2.SESSION_STATE_CREATED,
@@ -51,7 +58,8 @@ def model_version(record: ModelVersionRecord) -> registry_pb2.ModelVersion:
     return registry_pb2.ModelVersion(
         model=common_pb2.ModelRef(name=record.model_name, version=record.version),
         owner_fingerprint=record.owner,
-        ciphertext_sha256=record.ciphertext_sha256,
+        ciphertext_digest=record.ciphertext_digest,
+        digest_algorithm=record.digest_algorithm,
         size=record.size,
         registered_at=timestamp(record.registered_at),
     )
@@ -77,18 +85,95 @@ def verdict(value: Verdict) -> common_pb2.Verdict:
     )
 
 
+def verdict_from_proto(message: common_pb2.Verdict, *, field: str) -> Verdict:
+    """The domain Verdict of a Verdict message (InvalidRequest naming ``field`` if malformed)."""
+    try:
+        return Verdict(
+            kind=message.kind,
+            checks=[
+                Check(
+                    name=c.name,
+                    status=c.status,
+                    reason=c.reason,
+                    expected=c.expected if c.HasField("expected") else None,
+                    got=c.got if c.HasField("got") else None,
+                )
+                for c in message.checks
+            ],
+            evaluated_at=dt.datetime.fromisoformat(message.evaluated_at),
+            policy_fingerprint=(
+                message.policy_fingerprint if message.HasField("policy_fingerprint") else None
+            ),
+            warnings=list(message.warnings),
+        )
+    except ValueError as exc:
+        raise InvalidRequest(field, f"not a verdict: {str(exc).splitlines()[0]}") from None
+
+
+def sealed_adapter_info(
+    record: SealedAdapterRecord, *, stored_now: bool = False
+) -> registry_pb2.SealedAdapterInfo:
+    """A SealedAdapterInfo message."""
+    return registry_pb2.SealedAdapterInfo(
+        session_id=record.session_id,
+        sealed_sha256=record.sealed_sha256,
+        sealed_size=record.sealed_size,
+        content_mac=record.content_mac,
+        key_id=record.key_id,
+        after_round=record.after_round,
+        adapter_fingerprint=record.adapter_fingerprint,
+        uploaded_by=record.uploaded_by,
+        confirmed_by=list(record.confirmed_by),
+        stored_at=timestamp(record.stored_at),
+        stored_now=stored_now,
+    )
+
+
+def export_status(status: ExportStatus) -> sessions_pb2.ExportStatus:
+    """An ExportStatus message: valid approvals and the parties still missing."""
+    return sessions_pb2.ExportStatus(
+        session_id=status.session_id,
+        adapter_sha256=status.adapter_sha256,
+        approvals=[
+            sessions_pb2.ExportApprovalInfo(
+                fingerprint=a.fingerprint,
+                role=a.role,
+                adapter_sha256=a.adapter_sha256,
+                approved_at=timestamp(a.approved_at),
+                approval=common_pb2.SignedDocument(canonical=a.document, signature=a.signature),
+            )
+            for a in status.approvals
+        ],
+        missing=[
+            sessions_pb2.MissingApproval(fingerprint=m.fingerprint, role=m.role)
+            for m in status.missing
+        ],
+    )
+
+
 def session_info(record: SessionRecord) -> sessions_pb2.SessionInfo:
     """A SessionInfo message: terms as signed, state, participants and transitions."""
     accepted = {a.fingerprint: a for a in record.acceptances}
+    node_keys = {k.fingerprint: k for k in record.node_keys}
     participants = []
     for inv in record.invitees:
         acc = accepted.get(inv.fingerprint)
+        key = node_keys.get(inv.fingerprint)
         participants.append(
             sessions_pb2.Participant(
                 fingerprint=inv.fingerprint,
                 role=inv.role,
                 accepted=acc is not None,
                 accepted_at=timestamp(acc.accepted_at) if acc else None,
+                public_key=inv.public_key,
+                acceptance_signature=acc.signature if acc else b"",
+                node_key=sessions_pb2.NodeKey(
+                    public_key=key.public_key,
+                    signature=key.signature,
+                    registered_at=timestamp(key.registered_at),
+                )
+                if key
+                else None,
             )
         )
     return sessions_pb2.SessionInfo(
@@ -109,4 +194,11 @@ def session_info(record: SessionRecord) -> sessions_pb2.SessionInfo:
             for t in record.transitions
         ],
         updated_at=timestamp(record.updated_at),
+    )
+
+
+def report_document(record: SessionReportRecord) -> sessions_pb2.SessionReportDocument:
+    """A SessionReportDocument message."""
+    return sessions_pb2.SessionReportDocument(
+        session_id=record.session_id, report=record.report, updated_at=timestamp(record.updated_at)
     )

@@ -15,6 +15,8 @@ from fedtune.orchestrator.store.records import PolicyRecord
 KINDS = {
     key_broker_pb2.SECRET_KIND_MODEL_DATA_KEY: SecretKind.MODEL_DATA_KEY,
     key_broker_pb2.SECRET_KIND_SESSION_CKKS_SECRET: SecretKind.SESSION_CKKS_SECRET,
+    key_broker_pb2.SECRET_KIND_SESSION_KEY: SecretKind.SESSION_KEY,
+    key_broker_pb2.SECRET_KIND_REATTESTATION: SecretKind.REATTESTATION,
 }
 KIND_TO_PROTO = {v: k for k, v in KINDS.items()}
 
@@ -24,7 +26,9 @@ def _kind(value: int) -> SecretKind:
         return KINDS[value]
     except KeyError:
         raise InvalidRequest(
-            "kind", "name the secret: model data key or session CKKS secret"
+            "kind",
+            "name the secret: model data key, session CKKS secret, session key or "
+            "re-attestation",
         ) from None
 
 
@@ -116,10 +120,37 @@ class KeyBrokerServicer(key_broker_pb2_grpc.KeyBrokerServicer):
                     ),
                     session_id=request.session_id,
                     wrapped_secret=outcome.released,
+                    sealed_secret=outcome.sealed_secret,
                 )
             )
         return key_broker_pb2.ReleaseResponse(
             refused=key_broker_pb2.Refusal(
                 reason=outcome.reason, verdict=convert.verdict(outcome.verdict)
             )
+        )
+
+    def GetPublicContext(  # noqa: N802
+        self, request: key_broker_pb2.GetPublicContextRequest, context: grpc.ServicerContext
+    ) -> key_broker_pb2.PublicContext:
+        """A CKKS session's public context."""
+        record = self._broker.public_context(caller(context), request.session_id)
+        return key_broker_pb2.PublicContext(
+            session_id=record.session_id, context=record.public_context, key_id=record.key_id
+        )
+
+    def Reattest(  # noqa: N802
+        self, request: key_broker_pb2.ReleaseRequest, context: grpc.ServicerContext
+    ) -> key_broker_pb2.ReattestResponse:
+        """Re-verify a set-up sandbox's evidence; releases nothing."""
+        if _kind(request.kind) is not SecretKind.REATTESTATION:
+            raise InvalidRequest("kind", "a re-attestation names kind REATTESTATION")
+        outcome = self._broker.reattest(
+            caller(context),
+            request.session_id,
+            request.evidence,
+            request.ephemeral_public_key,
+            request.nonce,
+        )
+        return key_broker_pb2.ReattestResponse(
+            ok=outcome.ok, reason=outcome.reason, verdict=convert.verdict(outcome.verdict)
         )

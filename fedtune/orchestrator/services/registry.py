@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import grpc
 
 from fedtune._proto import common_pb2, registry_pb2, registry_pb2_grpc
+from fedtune.orchestrator.errors import InvalidRequest
+from fedtune.orchestrator.exports import AdapterHeader, ExportService
 from fedtune.orchestrator.interceptor import caller
 from fedtune.orchestrator.prefetch import prefetch
 from fedtune.orchestrator.registry import IncomingChunk, RegistryService
@@ -16,8 +18,9 @@ from fedtune.orchestrator.services import convert
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     """Registry RPCs, delegated to RegistryService."""
 
-    def __init__(self, service: RegistryService) -> None:
+    def __init__(self, service: RegistryService, exports: ExportService) -> None:
         self._service = service
+        self._exports = exports
 
     def BeginUpload(  # noqa: N802
         self, request: registry_pb2.BeginUploadRequest, context: grpc.ServicerContext
@@ -37,7 +40,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         """Store streamed chunks."""
         # Read the next chunk off the wire while this one is checked and written.
         chunks = prefetch(
-            IncomingChunk(m.upload_id, m.index, m.data, m.sha256) for m in request_iterator
+            IncomingChunk(m.upload_id, m.index, m.data, m.digest) for m in request_iterator
         )
         return convert.upload_status(self._service.upload_chunks(caller(context), chunks))
 
@@ -96,3 +99,41 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         )
         for offset, data in pieces:
             yield registry_pb2.BlobChunk(offset=offset, data=data)
+
+    def PutSealedAdapter(  # noqa: N802
+        self,
+        request_iterator: Iterator[registry_pb2.SealedAdapterUpload],
+        context: grpc.ServicerContext,
+    ) -> registry_pb2.SealedAdapterInfo:
+        """Store (or confirm) the session's sealed adapter."""
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidRequest("header", "the first message must be the header")
+        h = first.header
+        header = AdapterHeader(
+            session_id=h.session_id,
+            sealed_sha256=h.sealed_sha256,
+            sealed_size=h.sealed_size,
+            content_mac=h.content_mac,
+            key_id=h.key_id,
+            after_round=h.after_round,
+            adapter_fingerprint=h.adapter_fingerprint,
+        )
+
+        def chunks() -> Iterator[bytes]:
+            for message in request_iterator:
+                if message.WhichOneof("part") != "chunk":
+                    raise InvalidRequest("chunk", "only sealed bytes may follow the header")
+                yield message.chunk
+
+        stored = self._exports.put_adapter(caller(context), header, chunks())
+        return convert.sealed_adapter_info(stored.record, stored_now=stored.stored_now)
+
+    def GetSealedAdapter(  # noqa: N802
+        self, request: registry_pb2.GetSealedAdapterRequest, context: grpc.ServicerContext
+    ) -> Iterator[registry_pb2.BlobChunk]:
+        """Stream the session's sealed adapter (ciphertext) to a party of the session."""
+        offset = 0
+        for data in self._exports.adapter_pieces(caller(context), request.session_id):
+            yield registry_pb2.BlobChunk(offset=offset, data=data)
+            offset += len(data)

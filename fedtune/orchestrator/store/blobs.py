@@ -9,13 +9,30 @@ An object-store adapter maps the same calls onto a multipart upload.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from fedtune.orchestrator.errors import NotFound
+from fedtune.orchestrator.errors import NotFound, StorageFull
+
+# The OS errors that mean "no room": a full disk or an exhausted quota.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def _no_space_is_typed(what: str, path: Path) -> Iterator[None]:
+    # A full disk is an operational condition the caller can act on (free space, retry and
+    # resume), not an internal error: say so with a typed error instead of a bare OSError.
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise StorageFull(what, str(path.parent)) from exc
+        raise
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -100,29 +117,34 @@ class LocalBlobStore:
             return
         fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
-            os.ftruncate(fd, total_size)
+            with _no_space_is_typed(f"the {total_size}-byte part file of {upload_id}", part):
+                os.ftruncate(fd, total_size)
         finally:
             os.close(fd)
         # Nothing refers to the file until chunks are recorded; sync_upload makes it durable.
 
     def write_chunk(self, upload_id: str, offset: int, data: bytes | memoryview) -> None:
         """Write bytes at ``offset`` of the upload (not yet durable)."""
-        fd = os.open(self._part(upload_id), os.O_WRONLY)
+        part = self._part(upload_id)
+        fd = os.open(part, os.O_WRONLY)
         try:
             view = memoryview(data)
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view = view[written:]
-                offset += written
+            with _no_space_is_typed(f"{len(view)} bytes of upload {upload_id}", part):
+                while view:
+                    written = os.pwrite(fd, view, offset)
+                    view = view[written:]
+                    offset += written
         finally:
             os.close(fd)
 
     def sync_upload(self, upload_id: str) -> None:
         """Make every write to the upload so far durable (and the part file findable)."""
-        fd = os.open(self._part(upload_id), os.O_RDONLY)
+        part = self._part(upload_id)
+        fd = os.open(part, os.O_RDONLY)
         try:
             # fdatasync also flushes the size set by ftruncate: it is needed to read the data.
-            os.fdatasync(fd)
+            with _no_space_is_typed(f"upload {upload_id}", part):
+                os.fdatasync(fd)
         finally:
             os.close(fd)
         if upload_id not in self._entry_synced:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from crypto.digest import DIGEST_ALGORITHM
+
 
 @dataclass(frozen=True, slots=True)
 class EnrolmentToken:
@@ -54,12 +56,14 @@ class Upload:
     manifest: bytes
     manifest_signature: bytes
     manifest_sha256: bytes
-    ciphertext_sha256: bytes
+    ciphertext_digest: bytes
     total_size: int
     chunk_size: int
     chunk_count: int
     created_at: dt.datetime
     completed_at: dt.datetime | None = None
+    # Names ciphertext_digest's algorithm; rows from before schema version 4 say "sha256".
+    digest_algorithm: str = DIGEST_ALGORITHM
 
     def chunk_length(self, index: int) -> int:
         """The exact byte length chunk ``index`` must have."""
@@ -79,10 +83,11 @@ class ModelVersionRecord:
     owner: str
     manifest: bytes
     manifest_signature: bytes
-    ciphertext_sha256: bytes
+    ciphertext_digest: bytes
     size: int
     blob_key: str
     registered_at: dt.datetime
+    digest_algorithm: str = DIGEST_ALGORITHM
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +156,66 @@ class Acceptance:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeKeyRecord:
+    """A data owner's SuperNode authentication key for one session, signed by the owner."""
+
+    fingerprint: str
+    public_key: bytes  # OpenSSH encoding
+    signature: bytes
+    registered_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReportRecord:
+    """The aggregator's report of a session (JSON of fedtune.federated.SessionReport)."""
+
+    session_id: str
+    report: bytes
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CkksContextRecord:
+    """A CKKS session's contexts: the secret one sealed under a key the broker keeps wrapped."""
+
+    session_id: str
+    sealed_context: bytes  # crypto.seal of the serialised secret context
+    public_context: bytes  # parameters and public key only
+    key_id: str  # public id of the 32-byte sealing key
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SealedAdapterRecord:
+    """A session's final adapter as a sandbox sealed it under the session key (ciphertext)."""
+
+    session_id: str
+    sealed_sha256: str  # "sha256:<hex>" of the sealed bytes
+    sealed_size: int
+    content_mac: str  # "hmac-sha256:<hex>" of the payload under the session key
+    key_id: str  # public id of the session key
+    after_round: int
+    adapter_fingerprint: str
+    uploaded_by: str
+    blob_key: str
+    stored_at: dt.datetime
+    confirmed_by: tuple[str, ...] = ()  # owners whose sandboxes sealed the same content
+
+
+@dataclass(frozen=True, slots=True)
+class ExportApprovalRecord:
+    """A party's signed approval to export a session's sealed adapter."""
+
+    session_id: str
+    fingerprint: str
+    role: str
+    adapter_sha256: str
+    document: bytes  # canonical fedtune.export-approval/v1
+    signature: bytes  # context "export-approval"
+    approved_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class TransitionRecord:
     """One state change of a session: who, when and why."""
 
@@ -179,3 +244,4 @@ class SessionRecord:
     invitees: tuple[Invitee, ...] = ()
     acceptances: tuple[Acceptance, ...] = ()
     transitions: tuple[TransitionRecord, ...] = ()
+    node_keys: tuple[NodeKeyRecord, ...] = ()

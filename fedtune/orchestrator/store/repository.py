@@ -13,16 +13,21 @@ from typing import Protocol
 
 from fedtune.orchestrator.store.records import (
     Acceptance,
+    CkksContextRecord,
     EnrolmentToken,
+    ExportApprovalRecord,
     Invitee,
     IssuedCertificate,
     ModelRecord,
     ModelVersionRecord,
+    NodeKeyRecord,
     NonceRecord,
     Party,
     PolicyRecord,
     ReleaseDecision,
+    SealedAdapterRecord,
     SessionRecord,
+    SessionReportRecord,
     TransitionRecord,
     Upload,
 )
@@ -72,7 +77,7 @@ class Repository(Protocol):
         ...
 
     def record_chunks(self, upload_id: str, chunks: Sequence[tuple[int, bytes, int]]) -> None:
-        """Note that chunks (index, sha256, size) are durably stored (idempotent)."""
+        """Note that chunks (index, digest, size) are durably stored (idempotent)."""
         ...
 
     def stored_chunks(self, upload_id: str) -> set[int]:
@@ -119,6 +124,10 @@ class Repository(Protocol):
 
     def get_secret(self, kind: str, object_id: str) -> bytes | None:
         """A wrapped secret, if any."""
+        ...
+
+    def add_secret(self, kind: str, object_id: str, wrapped: bytes, *, now: dt.datetime) -> bool:
+        """Store a wrapped secret unless one exists for (kind, object_id): then False."""
         ...
 
     def register_key(
@@ -187,6 +196,54 @@ class Repository(Protocol):
 
     def transition(self, session_id: str, transition: TransitionRecord) -> None:
         """Move a session from ``transition.from_state`` to ``to_state`` (compare-and-set)."""
+        ...
+
+    # the data plane
+    def put_node_key(self, session_id: str, key: NodeKeyRecord, *, states: Sequence[str]) -> None:
+        """Record (or replace) an owner's SuperNode key while the session is in ``states``;
+        AlreadyExists when another owner of the session registered the same key."""
+        ...
+
+    def put_session_report(self, report: SessionReportRecord) -> None:
+        """Store (or replace) the aggregator's report of a session."""
+        ...
+
+    def get_session_report(self, session_id: str) -> SessionReportRecord | None:
+        """The stored report of a session, if any."""
+        ...
+
+    def put_ckks_context(
+        self, record: CkksContextRecord, wrapped_key: bytes, *, secret_kind: str
+    ) -> bool:
+        """Store a session's CKKS contexts and wrapped sealing key in one transaction, unless
+        they exist (then False, storing nothing)."""
+        ...
+
+    def get_ckks_context(self, session_id: str) -> CkksContextRecord | None:
+        """A session's CKKS contexts, if generated."""
+        ...
+
+    # results: the sealed adapter and export approvals
+    def put_sealed_adapter(self, record: SealedAdapterRecord) -> SealedAdapterRecord:
+        """Store a session's sealed adapter unless one is stored; return the one stored."""
+        ...
+
+    def get_sealed_adapter(self, session_id: str) -> SealedAdapterRecord | None:
+        """A session's sealed adapter with the owners who confirmed it, if stored."""
+        ...
+
+    def confirm_sealed_adapter(
+        self, session_id: str, fingerprint: str, *, now: dt.datetime
+    ) -> None:
+        """Record that ``fingerprint``'s sandbox sealed the same adapter content (idempotent)."""
+        ...
+
+    def put_export_approval(self, record: ExportApprovalRecord) -> None:
+        """Store (or replace) a party's export approval for a session."""
+        ...
+
+    def list_export_approvals(self, session_id: str) -> list[ExportApprovalRecord]:
+        """Every export approval of a session, by approver."""
         ...
 
     def close(self) -> None:

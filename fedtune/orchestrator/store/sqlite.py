@@ -21,16 +21,21 @@ from typing import Any, TypeVar
 from fedtune.orchestrator.errors import AlreadyExists, IllegalTransition, NotFound, PolicyDowngrade
 from fedtune.orchestrator.store.records import (
     Acceptance,
+    CkksContextRecord,
     EnrolmentToken,
+    ExportApprovalRecord,
     Invitee,
     IssuedCertificate,
     ModelRecord,
     ModelVersionRecord,
+    NodeKeyRecord,
     NonceRecord,
     Party,
     PolicyRecord,
     ReleaseDecision,
+    SealedAdapterRecord,
     SessionRecord,
+    SessionReportRecord,
     TransitionRecord,
     Upload,
 )
@@ -113,6 +118,46 @@ MIGRATIONS: list[str] = [
         to_state TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL
     );
     CREATE INDEX session_transitions_by_session ON session_transitions (session_id, seq);
+    """,
+    """
+    CREATE TABLE session_node_keys (
+        session_id TEXT NOT NULL REFERENCES sessions(session_id), fingerprint TEXT NOT NULL,
+        public_key BLOB NOT NULL, signature BLOB NOT NULL, registered_at TEXT NOT NULL,
+        PRIMARY KEY (session_id, fingerprint)
+    );
+    CREATE TABLE session_reports (
+        session_id TEXT PRIMARY KEY, report BLOB NOT NULL, updated_at TEXT NOT NULL
+    );
+    CREATE TABLE ckks_contexts (
+        session_id TEXT PRIMARY KEY, sealed_context BLOB NOT NULL, public_context BLOB NOT NULL,
+        key_id TEXT NOT NULL, created_at TEXT NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE session_adapters (
+        session_id TEXT PRIMARY KEY REFERENCES sessions(session_id),
+        sealed_sha256 TEXT NOT NULL, sealed_size INTEGER NOT NULL, content_mac TEXT NOT NULL,
+        key_id TEXT NOT NULL, after_round INTEGER NOT NULL, adapter_fingerprint TEXT NOT NULL,
+        uploaded_by TEXT NOT NULL, blob_key TEXT NOT NULL, stored_at TEXT NOT NULL
+    );
+    CREATE TABLE adapter_confirmations (
+        session_id TEXT NOT NULL REFERENCES sessions(session_id), fingerprint TEXT NOT NULL,
+        confirmed_at TEXT NOT NULL, PRIMARY KEY (session_id, fingerprint)
+    );
+    CREATE TABLE export_approvals (
+        session_id TEXT NOT NULL REFERENCES sessions(session_id), fingerprint TEXT NOT NULL,
+        role TEXT NOT NULL, adapter_sha256 TEXT NOT NULL, document BLOB NOT NULL,
+        signature BLOB NOT NULL, approved_at TEXT NOT NULL, PRIMARY KEY (session_id, fingerprint)
+    );
+    """,
+    # Sealed-blob digests became BLAKE3 (manifest version 2): the columns say "digest" and
+    # each row names its algorithm; rows written before this step were SHA-256.
+    """
+    ALTER TABLE uploads RENAME COLUMN ciphertext_sha256 TO ciphertext_digest;
+    ALTER TABLE uploads ADD COLUMN digest_algorithm TEXT NOT NULL DEFAULT 'sha256';
+    ALTER TABLE upload_chunks RENAME COLUMN sha256 TO digest;
+    ALTER TABLE model_versions RENAME COLUMN ciphertext_sha256 TO ciphertext_digest;
+    ALTER TABLE model_versions ADD COLUMN digest_algorithm TEXT NOT NULL DEFAULT 'sha256';
     """,
 ]
 
@@ -427,6 +472,7 @@ class SqliteRepository:
             row[10],
             _req_dt(row[11]),
             _dt(row[12]),
+            row[13],
         )
 
     def begin_upload(self, upload: Upload) -> Upload:
@@ -457,7 +503,7 @@ class SqliteRepository:
                     (upload.model_name, upload.owner, _ts(upload.created_at)),
                 )
             c.execute(
-                "INSERT INTO uploads VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO uploads VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     upload.upload_id,
                     upload.model_name,
@@ -466,12 +512,13 @@ class SqliteRepository:
                     upload.manifest,
                     upload.manifest_signature,
                     upload.manifest_sha256,
-                    upload.ciphertext_sha256,
+                    upload.ciphertext_digest,
                     upload.total_size,
                     upload.chunk_size,
                     upload.chunk_count,
                     _ts(upload.created_at),
                     None,
+                    upload.digest_algorithm,
                 ),
             )
             return upload
@@ -488,8 +535,8 @@ class SqliteRepository:
         return None if row is None else self._upload_from(row)
 
     def record_chunks(self, upload_id: str, chunks: Sequence[tuple[int, bytes, int]]) -> None:
-        """Note that chunks (index, sha256, size) are durably stored (idempotent)."""
-        rows = [(upload_id, index, sha256, size) for index, sha256, size in chunks]
+        """Note that chunks (index, digest, size) are durably stored (idempotent)."""
+        rows = [(upload_id, index, digest, size) for index, digest, size in chunks]
         self._write(
             lambda c: c.executemany("INSERT OR IGNORE INTO upload_chunks VALUES (?,?,?,?)", rows)
         )
@@ -535,17 +582,18 @@ class SqliteRepository:
                 (_ts(version.registered_at), upload_id),
             )
             c.execute(
-                "INSERT INTO model_versions VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO model_versions VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     version.model_name,
                     version.version,
                     version.owner,
                     version.manifest,
                     version.manifest_signature,
-                    version.ciphertext_sha256,
+                    version.ciphertext_digest,
                     version.size,
                     version.blob_key,
                     _ts(version.registered_at),
+                    version.digest_algorithm,
                 ),
             )
             c.execute("DELETE FROM upload_chunks WHERE upload_id = ?", (upload_id,))
@@ -556,7 +604,7 @@ class SqliteRepository:
     @staticmethod
     def _version_from(row: sqlite3.Row | tuple[Any, ...]) -> ModelVersionRecord:
         return ModelVersionRecord(
-            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], _req_dt(row[8])
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], _req_dt(row[8]), row[9]
         )
 
     def get_model(self, name: str) -> ModelRecord | None:
@@ -679,6 +727,20 @@ class SqliteRepository:
             .fetchone()
         )
         return None if row is None else row[0]
+
+    def add_secret(self, kind: str, object_id: str, wrapped: bytes, *, now: dt.datetime) -> bool:
+        """Store a wrapped secret unless one exists for (kind, object_id): then False."""
+
+        def op(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO secrets VALUES (?,?,?,?)",
+                (kind, object_id, wrapped, _ts(now)),
+            )
+            added = cur.rowcount == 1
+            cur.close()
+            return added
+
+        return self._write(op)
 
     def register_key(
         self, object_id: str, wrapped: bytes, policy: PolicyRecord, *, now: dt.datetime
@@ -831,6 +893,14 @@ class SqliteRepository:
                 (sid,),
             )
         )
+        node_keys = tuple(
+            NodeKeyRecord(r[0], r[1], r[2], _req_dt(r[3]))
+            for r in c.execute(
+                "SELECT fingerprint, public_key, signature, registered_at FROM session_node_keys"
+                " WHERE session_id = ? ORDER BY fingerprint",
+                (sid,),
+            )
+        )
         return SessionRecord(
             sid,
             row[1],
@@ -846,6 +916,7 @@ class SqliteRepository:
             invitees,
             acceptances,
             transitions,
+            node_keys,
         )
 
     def get_session(self, session_id: str) -> SessionRecord | None:
@@ -981,3 +1052,185 @@ class SqliteRepository:
     def transition(self, session_id: str, transition: TransitionRecord) -> None:
         """Move a session from ``transition.from_state`` to ``to_state`` (compare-and-set)."""
         self._write(lambda c: self._move(c, session_id, transition))
+
+    # -- sessions: the data plane -------------------------------------------------------------
+
+    def put_node_key(self, session_id: str, key: NodeKeyRecord, *, states: Sequence[str]) -> None:
+        """Record (or replace) an owner's SuperNode key while the session is in ``states``.
+
+        Raises IllegalTransition when the session moved out of ``states`` meanwhile, and
+        AlreadyExists when another owner of the session registered the same key.
+        """
+
+        def op(c: sqlite3.Connection) -> None:
+            row = c.execute(
+                "SELECT state FROM sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound("session", session_id)
+            if row[0] not in states:
+                raise IllegalTransition(
+                    session_id, row[0], row[0], "SuperNode keys are registered only while "
+                    f"the session is {' or '.join(sorted(states))}"
+                )
+            other = c.execute(
+                "SELECT fingerprint FROM session_node_keys WHERE session_id = ? AND public_key = ?"
+                " AND fingerprint != ?",
+                (session_id, key.public_key, key.fingerprint),
+            ).fetchone()
+            if other is not None:
+                raise AlreadyExists(
+                    "SuperNode key", key.fingerprint, f"{other[0]} registered the same key"
+                )
+            c.execute(
+                "INSERT OR REPLACE INTO session_node_keys VALUES (?,?,?,?,?)",
+                (session_id, key.fingerprint, key.public_key, key.signature,
+                 _ts(key.registered_at)),
+            )
+            c.execute(
+                "UPDATE sessions SET updated_at = ? WHERE session_id = ?",
+                (_ts(key.registered_at), session_id),
+            )
+
+        self._write(op)
+
+    def put_session_report(self, report: SessionReportRecord) -> None:
+        """Store (or replace) the aggregator's report of a session."""
+
+        def op(c: sqlite3.Connection) -> None:
+            if c.execute(
+                "SELECT 1 FROM sessions WHERE session_id = ?", (report.session_id,)
+            ).fetchone() is None:
+                raise NotFound("session", report.session_id)
+            c.execute(
+                "INSERT OR REPLACE INTO session_reports VALUES (?,?,?)",
+                (report.session_id, report.report, _ts(report.updated_at)),
+            )
+
+        self._write(op)
+
+    def get_session_report(self, session_id: str) -> SessionReportRecord | None:
+        """The stored report of a session, if any."""
+        row = (
+            self._reader()
+            .execute("SELECT * FROM session_reports WHERE session_id = ?", (session_id,))
+            .fetchone()
+        )
+        return None if row is None else SessionReportRecord(row[0], row[1], _req_dt(row[2]))
+
+    def put_ckks_context(
+        self, record: CkksContextRecord, wrapped_key: bytes, *, secret_kind: str
+    ) -> bool:
+        """Store a session's CKKS contexts and the wrapped sealing key, unless they exist.
+
+        One transaction; returns False (storing nothing) when the session has them already,
+        so concurrent first uses keep the one context that was stored first.
+        """
+
+        def op(c: sqlite3.Connection) -> bool:
+            if c.execute(
+                "SELECT 1 FROM ckks_contexts WHERE session_id = ?", (record.session_id,)
+            ).fetchone():
+                return False
+            c.execute(
+                "INSERT INTO ckks_contexts VALUES (?,?,?,?,?)",
+                (record.session_id, record.sealed_context, record.public_context, record.key_id,
+                 _ts(record.created_at)),
+            )
+            self._put_secret(c, secret_kind, record.session_id, wrapped_key, record.created_at)
+            return True
+
+        return self._write(op)
+
+    def get_ckks_context(self, session_id: str) -> CkksContextRecord | None:
+        """A session's CKKS contexts, if generated."""
+        row = (
+            self._reader()
+            .execute("SELECT * FROM ckks_contexts WHERE session_id = ?", (session_id,))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return CkksContextRecord(row[0], row[1], row[2], row[3], _req_dt(row[4]))
+
+    # -- results: the sealed adapter and export approvals ---------------------------------------
+
+    def put_sealed_adapter(self, record: SealedAdapterRecord) -> SealedAdapterRecord:
+        """Store a session's sealed adapter unless one is stored; return the one stored."""
+
+        def op(c: sqlite3.Connection) -> None:
+            if c.execute(
+                "SELECT 1 FROM sessions WHERE session_id = ?", (record.session_id,)
+            ).fetchone() is None:
+                raise NotFound("session", record.session_id)
+            c.execute(
+                "INSERT OR IGNORE INTO session_adapters VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (record.session_id, record.sealed_sha256, record.sealed_size, record.content_mac,
+                 record.key_id, record.after_round, record.adapter_fingerprint,
+                 record.uploaded_by, record.blob_key, _ts(record.stored_at)),
+            )
+            c.execute(
+                "INSERT OR IGNORE INTO adapter_confirmations VALUES (?,?,?)",
+                (record.session_id, record.uploaded_by, _ts(record.stored_at)),
+            )
+
+        self._write(op)
+        stored = self.get_sealed_adapter(record.session_id)
+        assert stored is not None
+        return stored
+
+    def get_sealed_adapter(self, session_id: str) -> SealedAdapterRecord | None:
+        """A session's sealed adapter with the owners who confirmed it, if stored."""
+        with self._snapshot() as c:
+            row = c.execute(
+                "SELECT * FROM session_adapters WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            confirmed = tuple(
+                r[0]
+                for r in c.execute(
+                    "SELECT fingerprint FROM adapter_confirmations WHERE session_id = ?"
+                    " ORDER BY confirmed_at, fingerprint",
+                    (session_id,),
+                )
+            )
+        return SealedAdapterRecord(
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+            _req_dt(row[9]), confirmed,
+        )
+
+    def confirm_sealed_adapter(
+        self, session_id: str, fingerprint: str, *, now: dt.datetime
+    ) -> None:
+        """Record that ``fingerprint``'s sandbox sealed the same adapter content (idempotent)."""
+        self._write(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO adapter_confirmations VALUES (?,?,?)",
+                (session_id, fingerprint, _ts(now)),
+            )
+        )
+
+    def put_export_approval(self, record: ExportApprovalRecord) -> None:
+        """Store (or replace) a party's export approval for a session."""
+        self._write(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO export_approvals VALUES (?,?,?,?,?,?,?)",
+                (record.session_id, record.fingerprint, record.role, record.adapter_sha256,
+                 record.document, record.signature, _ts(record.approved_at)),
+            )
+        )
+
+    def list_export_approvals(self, session_id: str) -> list[ExportApprovalRecord]:
+        """Every export approval of a session, by approver."""
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT * FROM export_approvals WHERE session_id = ? ORDER BY fingerprint",
+                (session_id,),
+            )
+            .fetchall()
+        )
+        return [
+            ExportApprovalRecord(r[0], r[1], r[2], r[3], r[4], r[5], _req_dt(r[6])) for r in rows
+        ]
