@@ -29,6 +29,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("session", "fedtune.cli.session"),
     ("audit", "fedtune.cli.audit"),
     ("sandbox", "fedtune.cli.sandbox"),
+    ("owner", "fedtune.cli.owner"),
 ]
 
 # (command name, module, function) for single commands at the top level.
