@@ -1,0 +1,1 @@
+"""Tests of ``fedtune demo``: the whole flow end to end."""
