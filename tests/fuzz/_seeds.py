@@ -150,7 +150,7 @@ def sealed_model() -> SealedModel:
         segment_size=result.segment_size,
         segment_count=result.segment_count,
         sealed_size=result.sealed_size,
-        ciphertext_sha256=result.ciphertext_sha256,
+        ciphertext_digest=result.ciphertext_digest,
         files=(
             FileInfo(path="config.json", size=18),
             FileInfo(path="model.safetensors", size=len(weights), tensors=safetensors_index(head)),

@@ -1,0 +1,1 @@
+"""Reliability: faults injected into real deployments, load, and the report of every case."""
