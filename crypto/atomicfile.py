@@ -14,6 +14,11 @@ from typing import BinaryIO
 def atomic_output(path: str | os.PathLike[str], *, mode: int = 0o644) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``path`` on success and vanishes on any exception."""
     target = Path(path)
+    # Renaming over a device, FIFO or directory would replace it (as root, /dev/null too).
+    if target.exists() and not target.is_file():
+        raise IsADirectoryError(target) if target.is_dir() else FileExistsError(
+            f"{target} exists and is not a regular file; refusing to replace it"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     # The temporary lives beside the target so the final rename stays on one filesystem.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
