@@ -19,10 +19,10 @@ _T = TypeVar("_T")
 
 
 def open_channel(target: str) -> grpc.Channel:
-    """The one place a channel to the audit service is made.
+    """A plaintext channel to a standalone audit service.
 
-    Insecure today; when the orchestrator hosts the service behind mTLS this becomes a secure
-    channel with the party's identity, and every caller follows.
+    The orchestrator's audit service sits behind mutual TLS: pass ``channel=`` (the party's
+    ``mtls_channel``) to :class:`AuditClient` instead, as ``fedtune audit`` does by default.
     """
     if not isinstance(target, str) or not target:
         raise ValueError("target must be HOST:PORT")

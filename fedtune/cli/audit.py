@@ -21,8 +21,8 @@ ServerOpt = Annotated[
     str | None,
     typer.Option(
         "--server",
-        help="HOST:PORT of the audit service (insecure channel for now; mTLS with the "
-        "orchestrator).",
+        help="HOST:PORT of a standalone audit service (plaintext channel). Without --server "
+        "and --db: the orchestrator you enrolled with, over your mutual-TLS identity.",
     ),
 ]
 DbOpt = Annotated[
@@ -53,9 +53,21 @@ def _err() -> Console:
 
 @contextlib.contextmanager
 def _source(server: str | None, db: Path | None) -> Iterator[tuple[object, str]]:
-    """The log to read: the gRPC service or a store file (exactly one)."""
-    if (server is None) == (db is None):
-        raise typer.BadParameter("give exactly one of --server HOST:PORT or --db PATH")
+    """The log to read: the enrolled orchestrator (mTLS), a standalone service, or a store file."""
+    if server is not None and db is not None:
+        raise typer.BadParameter("give at most one of --server HOST:PORT or --db PATH")
+    if server is None and db is None:
+        # The orchestrator hosts the audit service on its API port, behind mutual TLS: use the
+        # identity this party enrolled with ($FEDTUNE_HOME).
+        from fedtune.audit.client import AuditClient
+        from fedtune.orchestrator.client import ClientConfig
+        from fedtune.orchestrator.client.api import mtls_channel
+        from fedtune.settings import load_settings
+
+        config = ClientConfig.load(load_settings().home)
+        with AuditClient(config.server, channel=mtls_channel(config)) as client:
+            yield client, f"orchestrator at {config.server} (as {config.role.value} {config.name})"
+        return
     if server is not None:
         from fedtune.audit.client import AuditClient
 

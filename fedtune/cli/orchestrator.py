@@ -1,4 +1,4 @@
-"""``fedtune orchestrator``: create a deployment (init), run it (serve), invite parties (invite)."""
+"""``fedtune orchestrator``: create, serve, invite parties, publish the audit log key."""
 
 from __future__ import annotations
 
@@ -131,3 +131,26 @@ def invite_command(
         "The party runs:\n  fedtune enrol "
         f"--server {host}:{info.enrol_port} --token {token} --ca-fingerprint {info.ca_fingerprint}"
     )
+
+
+@app.command("log-key")
+def log_key_command(
+    directory: DirOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write the key to this file.")
+    ] = None,
+) -> None:
+    """Print the audit log's verifier key: publish it so parties can run `fedtune audit verify`."""
+    from crypto.atomicfile import atomic_write_bytes
+    from crypto.identity import Identity
+    from crypto.note import NoteVerifier
+    from fedtune.orchestrator.deployment import DeploymentPaths, load_info
+    from fedtune.orchestrator.server import audit_origin
+
+    root = _dir(directory)
+    paths = DeploymentPaths(root)
+    identity = Identity.load(paths.audit_identity)
+    vkey = NoteVerifier.from_public(audit_origin(load_info(root).name), identity.public).vkey
+    print(vkey)
+    if out is not None:
+        atomic_write_bytes(out, vkey.encode() + b"\n")

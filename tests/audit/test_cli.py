@@ -146,13 +146,15 @@ def test_bad_log_keys_are_usage_errors(story, db_path, home, args, message):
     assert message in re.sub(r"\s+", " ", result.output)
 
 
-def test_exactly_one_source(story, db_path, home):
+def test_at_most_one_source_and_the_default_needs_an_enrolment(story, db_path, home):
     vkey = story.verifier.vkey
     both = _invoke("verify", "--db", str(db_path), "--server", "127.0.0.1:1", "--log-key", vkey)
+    assert both.exit_code == 2
+    assert "at most one of --server" in re.sub(r"\s+", " ", both.output)
+    # Neither: the orchestrator this party enrolled with; this home never enrolled.
     neither = _invoke("verify", "--log-key", vkey)
-    for result in (both, neither):
-        assert result.exit_code == 2
-        assert "exactly one of --server" in re.sub(r"\s+", " ", result.output)
+    assert neither.exit_code != 0
+    assert "enrol first" in re.sub(r"\s+", " ", str(neither.exception) + neither.output)
 
 
 def test_show_renders_the_timeline_with_refusals(story, db_path, home, parties):

@@ -7,6 +7,8 @@ import re
 
 from typer.testing import CliRunner
 
+from crypto.identity import Identity
+from crypto.note import NoteVerifier
 from enclave.attest import SignedReleasePolicy
 from fedtune.cli.main import app
 from fedtune.orchestrator.client import ClientConfig
@@ -146,3 +148,39 @@ def test_operator_provider_owner_walkthrough(tmp_path):
     finally:
         server.stop(0)
     assert dt.datetime.now(dt.UTC)
+
+
+def test_an_auditor_verifies_the_orchestrators_log_over_mutual_tls(tmp_path):
+    root = tmp_path / "dep"
+    run(["orchestrator", "init", "--dir", str(root), "--host", "127.0.0.1", "--port", "0",
+         "--enrol-port", "0"])
+    info = load_info(root)
+    server = start_server(root)
+    try:
+        token_out = run(["orchestrator", "invite", "--dir", str(root), "--role", "auditor",
+                         "--name", "eve"]).output
+        token = re.search(r"fte1_\S+", token_out)[0]
+        home = tmp_path / "eve"
+        run(["enrol", "--server", f"127.0.0.1:{server.enrol_port}", "--token", token,
+             "--ca-fingerprint", info.ca_fingerprint], home=home)
+        key_file = tmp_path / "log.vkey"
+        vkey = run(["orchestrator", "log-key", "--dir", str(root), "--out", str(key_file)]
+                   ).output.strip()
+        assert vkey == server.audit_log.verifier.vkey
+        assert key_file.read_text().strip() == vkey
+
+        # No --server/--db: the enrolled orchestrator, authenticated by eve's certificate.
+        result = runner.invoke(app, ["audit", "verify", "--log-key", str(key_file)],
+                               env={"FEDTUNE_HOME": str(home), "COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+        assert "verified" in result.output and "as auditor eve" in result.output
+        assert server.audit_log.size > 0
+
+        # Another key under the same log name does not verify this log.
+        forged = NoteVerifier.from_public(
+            server.audit_log.verifier.name, Identity.generate().public
+        ).vkey
+        bad = run(["audit", "verify", "--log-key", forged], home=home, ok=False)
+        assert bad.exit_code != 0
+    finally:
+        server.stop(0)
