@@ -154,6 +154,14 @@ def build_bwrap_argv(
         argv += ["--ro-bind-try", directory, directory]
     for file in SYSTEM_FILES:
         argv += ["--ro-bind-try", file, file]
+    # The private tmpfs goes in before the binds: a bind under /tmp (a virtualenv or checkout
+    # living there) must land on top of it, not be hidden by it.
+    argv += [
+        "--dev", "/dev",
+        "--tmpfs", SANDBOX_SHM,
+        "--proc", "/proc",
+        "--tmpfs", SANDBOX_TMP,
+    ]
     for directory in mounts.interpreter_dirs:
         argv += ["--ro-bind", str(directory), str(directory)]
     for root in mounts.code_roots:
@@ -165,10 +173,6 @@ def build_bwrap_argv(
     if mounts.configfs is not None:
         argv += ["--bind", str(mounts.configfs), str(mounts.configfs)]
     argv += [
-        "--dev", "/dev",
-        "--tmpfs", SANDBOX_SHM,
-        "--proc", "/proc",
-        "--tmpfs", SANDBOX_TMP,
         # After every mount point is in place: nothing but the tmpfs and the socket dir is
         # writable (bubblewrap's own root and /dev are tmpfs until remounted).
         "--remount-ro", "/dev",
