@@ -247,6 +247,20 @@ class ExportService:
         if record.uploaded_by != actor.fingerprint:
             # Another owner's upload won the race meanwhile: this one is a confirmation.
             return StoredAdapter(self._confirm(actor, session, record, header), False)
+        self._record_upload(actor, session, record.sealed_sha256, {
+            "step": "store",
+            "size": record.sealed_size,
+            "content_mac": record.content_mac,
+            "key_id": record.key_id,
+            "after_round": record.after_round,
+        })
+        return StoredAdapter(record, True)
+
+    def _record_upload(
+        self, actor: Principal, session: SessionRecord, artifact: str,
+        details: dict[str, str | int | float | bool],
+    ) -> None:
+        # One event shape for the first upload ("store") and every later one ("confirm").
         self._audit.record(
             audit_hook.event(
                 "adapter.upload",
@@ -256,17 +270,10 @@ class ExportService:
                 session_id=session.session_id,
                 model=self._model(session),
                 party=actor.fingerprint,
-                artifact=record.sealed_sha256,
-                details={
-                    "step": "store",
-                    "size": record.sealed_size,
-                    "content_mac": record.content_mac,
-                    "key_id": record.key_id,
-                    "after_round": record.after_round,
-                },
+                artifact=artifact,
+                details=details,
             )
         )
-        return StoredAdapter(record, True)
 
     def _confirm(
         self,
@@ -286,18 +293,9 @@ class ExportService:
         self._repository.confirm_sealed_adapter(
             session.session_id, actor.fingerprint, now=self._clock()
         )
-        self._audit.record(
-            audit_hook.event(
-                "adapter.upload",
-                actor,
-                "PutSealedAdapter",
-                f"sealed adapter of session {session.session_id}",
-                session_id=session.session_id,
-                model=self._model(session),
-                party=actor.fingerprint,
-                artifact=stored.sealed_sha256,
-                details={"step": "confirm", "content_mac": header.content_mac},
-            )
+        self._record_upload(
+            actor, session, stored.sealed_sha256,
+            {"step": "confirm", "content_mac": header.content_mac},
         )
         confirmed = self._repository.get_sealed_adapter(session.session_id)
         assert confirmed is not None
